@@ -1,0 +1,19 @@
+"""Data sets (uint8 image tensors, one-line `DataError`s) and batched augmentations."""
+from nesy_gedi.data.augment import (
+    build_augment,
+    digit_augment,
+    natural_image_augment,
+    point_augment,
+)
+from nesy_gedi.data.images import clear_image_cache, load_images, resolve_data_root, to_float
+
+__all__ = [
+    "build_augment",
+    "clear_image_cache",
+    "digit_augment",
+    "load_images",
+    "natural_image_augment",
+    "point_augment",
+    "resolve_data_root",
+    "to_float",
+]

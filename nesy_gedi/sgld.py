@@ -1,0 +1,215 @@
+"""SGLD sampling with a persistent replay buffer (JEM-style, Grathwohl et al., 2020).
+
+Used for the negatives of GEDI's contrastive-divergence term.  Sampling never
+changes the model's train/eval mode: the backbones in this project have no
+batch-norm, so running them in train mode on negatives has no side effects.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["NonFiniteError", "ReplayBuffer", "sgld", "SGLDSampler"]
+
+EnergyFn = Callable[[Tensor], Tensor]
+
+
+class NonFiniteError(RuntimeError):
+    """An energy, gradient or sample became NaN or infinite during SGLD."""
+
+
+def _random(
+    kind: str,
+    shape: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    # A generator only draws on its own device; draw there, then move, so a seeded
+    # CPU generator stays usable when the buffer lives on an accelerator.
+    where = generator.device if generator is not None else device
+    draw = torch.rand if kind == "uniform" else torch.randn
+    return draw(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
+
+
+class ReplayBuffer(nn.Module):
+    """Persistent buffer of `size` samples of `sample_shape`, initialised uniform in [low, high].
+
+    Stored as a registered buffer, so `.to(device)` moves it and `state_dict()`
+    saves it with the model.
+    """
+
+    samples: Tensor
+
+    def __init__(
+        self,
+        size: int,
+        sample_shape: Sequence[int],
+        low: float = -1.0,
+        high: float = 1.0,
+        reinit_prob: float = 0.05,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"ReplayBuffer: size must be >= 1, got {size}")
+        if not low < high:
+            raise ValueError(f"ReplayBuffer: need low < high, got low={low}, high={high}")
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError(f"ReplayBuffer: reinit_prob must be in [0, 1], got {reinit_prob}")
+        self.size = int(size)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.low = float(low)
+        self.high = float(high)
+        self.reinit_prob = float(reinit_prob)
+        self.register_buffer("samples", torch.empty((self.size, *self.sample_shape)))
+        self.reset(generator)
+
+    def _noise(self, count: int, generator: torch.Generator | None) -> Tensor:
+        unit = _random(
+            "uniform", (count, *self.sample_shape), generator, self.samples.device, self.samples.dtype
+        )
+        return self.low + (self.high - self.low) * unit
+
+    @torch.no_grad()
+    def reset(self, generator: torch.Generator | None = None) -> None:
+        """Re-fill the whole buffer with uniform noise."""
+        self.samples.copy_(self._noise(self.size, generator))
+
+    @torch.no_grad()
+    def draw(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(samples, indices): a copy of `batch_size` random entries, each replaced by
+        fresh noise with probability `reinit_prob` (the buffer itself is untouched
+        until `update`)."""
+        if batch_size < 1:
+            raise ValueError(f"ReplayBuffer.draw: batch_size must be >= 1, got {batch_size}")
+        device = self.samples.device
+        where = generator.device if generator is not None else device
+        indices = torch.randint(
+            0, self.size, (batch_size,), generator=generator, device=where
+        ).to(device)
+        samples = self.samples[indices].clone()
+        # Fresh noise keeps the chains from all converging to a few modes.
+        reinit = _random("uniform", (batch_size,), generator, device) < self.reinit_prob
+        if reinit.any():
+            noise = self._noise(batch_size, generator)
+            samples[reinit] = noise[reinit]
+        return samples, indices
+
+    @torch.no_grad()
+    def update(self, indices: Tensor, samples: Tensor) -> None:
+        """Write `samples` back at `indices` (detached; duplicates: last write wins)."""
+        if samples.shape[1:] != self.samples.shape[1:] or samples.shape[0] != indices.shape[0]:
+            raise ValueError(
+                f"ReplayBuffer.update: got {indices.shape[0]} indices and samples of shape "
+                f"{tuple(samples.shape)}, expected [N, {', '.join(map(str, self.sample_shape))}]"
+            )
+        self.samples[indices.to(self.samples.device)] = samples.detach().to(
+            device=self.samples.device, dtype=self.samples.dtype
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, sample_shape={self.sample_shape}, low={self.low}, "
+            f"high={self.high}, reinit_prob={self.reinit_prob}"
+        )
+
+
+def _check_finite(tensor: Tensor, what: str, step: int, steps: int) -> None:
+    if not torch.isfinite(tensor).all():
+        raise NonFiniteError(
+            f"SGLD step {step} of {steps}: {what} is not finite "
+            f"(try a smaller step_size or a non-zero energy_magnitude weight)"
+        )
+
+
+def sgld(
+    energy_fn: EnergyFn,
+    x: Tensor,
+    steps: int = 20,
+    step_size: float = 1.0,
+    noise_std: float = 0.01,
+    clamp: tuple[float, float] | None = (-1.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """x <- x - step_size * grad_x E(x).sum() + noise_std * N(0, I), `steps` times.
+
+    JEM-style SGLD: step size and noise are decoupled rather than tied as in
+    exact Langevin dynamics.  Returns detached samples, clamped to `clamp` after
+    every step (None: no clamping).  Gradients are taken w.r.t. x only, so no
+    `.grad` is accumulated on the model's parameters.  Raises NonFiniteError at
+    the first step whose energy, gradient or update is NaN or infinite.
+    """
+    if steps < 0:
+        raise ValueError(f"sgld: steps must be >= 0, got {steps}")
+    if not x.is_floating_point():
+        raise ValueError(f"sgld: x must be a floating-point tensor, got {x.dtype}")
+    x = x.detach().clone()
+    if clamp is not None:
+        x = x.clamp(*clamp)
+    # Callers often sample inside torch.no_grad(); the input gradient is still needed.
+    with torch.enable_grad():
+        for step in range(1, steps + 1):
+            x.requires_grad_(True)
+            e = energy_fn(x)
+            _check_finite(e.detach(), "the energy", step, steps)
+            (grad,) = torch.autograd.grad(e.sum(), x)
+            _check_finite(grad, "the energy gradient", step, steps)
+            noise = _random("normal", x.shape, generator, x.device, x.dtype)
+            x = x.detach() - step_size * grad + noise_std * noise
+            if clamp is not None:
+                x = x.clamp(*clamp)
+            _check_finite(x, "the sample", step, steps)
+    return x.detach()
+
+
+class SGLDSampler(nn.Module):
+    """A ReplayBuffer plus SGLD hyper-parameters; a submodule of the model being
+    trained, so its buffer follows the model's device and checkpoints."""
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        buffer_size: int = 10000,
+        reinit_prob: float = 0.05,
+        steps: int = 20,
+        step_size: float = 1.0,
+        noise_std: float = 0.01,
+        clamp: tuple[float, float] | None = (-1.0, 1.0),
+        low: float = -1.0,
+        high: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if steps < 0:
+            raise ValueError(f"SGLDSampler: steps must be >= 0, got {steps}")
+        self.buffer = ReplayBuffer(
+            buffer_size, sample_shape, low=low, high=high, reinit_prob=reinit_prob,
+            generator=generator,
+        )
+        self.steps = int(steps)
+        self.step_size = float(step_size)
+        self.noise_std = float(noise_std)
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+    def sample(
+        self, energy_fn: EnergyFn, batch_size: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw from the buffer, run SGLD, write the results back; returns detached samples."""
+        start, indices = self.buffer.draw(batch_size, generator=generator)
+        samples = sgld(
+            energy_fn, start, steps=self.steps, step_size=self.step_size,
+            noise_std=self.noise_std, clamp=self.clamp, generator=generator,
+        )
+        self.buffer.update(indices, samples)
+        return samples
+
+    def extra_repr(self) -> str:
+        return (
+            f"steps={self.steps}, step_size={self.step_size}, "
+            f"noise_std={self.noise_std}, clamp={self.clamp}"
+        )
