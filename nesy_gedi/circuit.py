@@ -8,7 +8,6 @@ categorical variable carries its own exactly-one constraint in the circuit.
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import klay
@@ -113,7 +112,8 @@ class KnowledgeCircuit(nn.Module):
 
     def forward(self, concept_log_probs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """concept_log_probs [B, P, C] (log-softmax per concept), labels [B, L] or None -> [B]."""
-        if concept_log_probs.dim() != 3 or concept_log_probs.shape[1] != len(self.concepts):
+        if (concept_log_probs.dim() != 3 or concept_log_probs.shape[1] != len(self.concepts)
+                or concept_log_probs.shape[2] != self.concept_domain_size):
             raise ValueError(f"expected concept log-probabilities of shape [batch, {len(self.concepts)}, "
                              f"{self.concept_domain_size}], got {tuple(concept_log_probs.shape)}")
         weights = self._literal_weights(concept_log_probs, labels)
@@ -184,7 +184,16 @@ class KnowledgeCircuit(nn.Module):
 
 
 def _enumerate_label_tuples(compiled: CompiledKnowledge, limit: int) -> list:
-    """Label tuples consistent with the knowledge (concepts and hidden variables projected away)."""
+    """Label tuples consistent with the knowledge (concepts and hidden variables projected away),
+    sorted; [] when there are more than `limit`.
+
+    The other variables are projected away and the label tuples counted exactly first;
+    only when they are few does a depth-first search over the labels condition the
+    projected SDD on one label value at a time, pruning prefixes that no model extends
+    (every prefix kept extends to a tuple, so the search is short). Enumerating
+    `SddNode.models()` instead would also enumerate every assignment of the projected-away
+    indicators (2**(that many) of them).
+    """
     import array
 
     from .compiler import exact_model_count
@@ -193,10 +202,7 @@ def _enumerate_label_tuples(compiled: CompiledKnowledge, limit: int) -> list:
     labels = knowledge.labels
     if not labels:
         return []
-    if math.prod(len(label.domain) for label in labels) <= limit:
-        return [list(t) for t in itertools.product(*(label.domain for label in labels))
-                if _label_tuple_possible(compiled, labels, t)] or []
-    manager, root = compiled.sdd()
+    manager, full_root = compiled.sdd()
     exists_map = array.array("i", [0] * (manager.var_count() + 1))
     quantified = 0
     for variable in knowledge.variables:
@@ -204,24 +210,26 @@ def _enumerate_label_tuples(compiled: CompiledKnowledge, limit: int) -> list:
             for literal in compiled.literals(variable):
                 exists_map[literal] = 1
                 quantified += 1
-    projected = manager.exists_multiple(exists_map, root)
-    if exact_model_count(manager, projected) // 2**quantified > limit:
+    root = manager.exists_multiple(exists_map, full_root)
+    if root.is_false() or exact_model_count(manager, root) // 2**quantified > limit:
         return []
-    tuples = []
-    for model in projected.models():
-        row = []
-        for label in labels:
-            literals = compiled.literals(label)
-            row.append(next(label.domain[p] for p, lit in enumerate(literals) if model.get(lit)))
-        tuples.append(row)
+    tuples: list = []
+
+    def search(depth: int, node, prefix: list) -> bool:
+        if depth == len(labels):
+            tuples.append(list(prefix))
+            return len(tuples) <= limit
+        label = labels[depth]
+        for position, value in enumerate(label.domain):
+            child = manager.condition(compiled.literal_of[(label.id, position)], node)
+            if child.is_false():
+                continue
+            prefix.append(value)
+            keep_going = search(depth + 1, child, prefix)
+            prefix.pop()
+            if not keep_going:
+                return False
+        return True
+
+    search(0, root, [])
     return sorted(tuples)
-
-
-def _label_tuple_possible(compiled: CompiledKnowledge, labels: list, values: tuple) -> bool:
-    manager, root = compiled.sdd()
-    node = root
-    for label, value in zip(labels, values):
-        node = manager.condition(compiled.literal_of[(label.id, label.domain.index(value))], node)
-        if node.is_false():
-            return False
-    return True

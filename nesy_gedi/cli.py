@@ -75,11 +75,11 @@ def command_compile(args) -> int:
         return 0
     knowledge = compiled.knowledge
     print(f"{args.logic}  params {summary['params'] or '{}'}")
-    for role in ("concept", "hidden", "label"):
+    for role, heading in (("concept", "concepts"), ("hidden", "hidden"), ("label", "labels")):
         variables = knowledge.role(role)
         if variables:
             names = ", ".join(v.name for v in variables[:12]) + (" ..." if len(variables) > 12 else "")
-            print(f"  {role + 's':9s} {len(variables):4d}  {names}")
+            print(f"  {heading:9s} {len(variables):4d}  {names}")
     print(f"  constraints   {summary['constraints']}")
     print(f"  SDD size      {summary['sdd_size']}  ({summary['sdd_nodes']} nodes)")
     print(f"  model count   {summary['model_count']}")
@@ -88,30 +88,28 @@ def command_compile(args) -> int:
     return 0
 
 
-def command_train(args) -> int:
+def _run_task(args, loop) -> int:
     from .config import load_config
     from .runs import prepare_run_dir
-    from .train import train
 
     config = load_config(args.task, args.overrides)
     run_dir = prepare_run_dir(args.out, config.name, args.resume)
-    final = train(config, run_dir, resume=args.resume, data_root=args.data_root, device=args.device)
+    final = loop(config, run_dir, resume=args.resume, data_root=args.data_root, device=args.device)
     if final:
         _print_final(final, run_dir)
     return 0
+
+
+def command_train(args) -> int:
+    from .train import train
+
+    return _run_task(args, train)
 
 
 def command_pretrain(args) -> int:
-    from .config import load_config
     from .pretrain import pretrain
-    from .runs import prepare_run_dir
 
-    config = load_config(args.task, args.overrides)
-    run_dir = prepare_run_dir(args.out, config.name, args.resume)
-    final = pretrain(config, run_dir, resume=args.resume, data_root=args.data_root, device=args.device)
-    if final:
-        _print_final(final, run_dir)
-    return 0
+    return _run_task(args, pretrain)
 
 
 def command_evaluate(args) -> int:

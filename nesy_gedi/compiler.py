@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +24,10 @@ import numpy as np
 from pysdd.sdd import SddManager, SddNode, Vtree
 
 from .errors import LogicError
-from .logic.ground import Knowledge, load_knowledge
+from .logic.ground import Knowledge, ground, load_knowledge, read_logic_file  # noqa: F401
+from .logic.syntax import parse
 
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 VTREE_TYPES = ("blocks", "right", "balanced", "left")
 
 
@@ -156,28 +159,31 @@ def _table_sdd(manager: SddManager, literal_columns: list, rows: np.ndarray) -> 
     Each value is the full term "X = v and X != every other value": with positive
     indicators alone the function would be a large monotone one (millions of nodes
     for one addition column). The result therefore also implies exactly-one for
-    every variable in the scope.
+    every variable in the scope. The diagram is built from the dense table of the
+    scope, one column at a time, with equal sub-tables shared.
     """
     terms = [_value_terms(manager, literals) for literals in literal_columns]
+    sizes = tuple(len(literals) for literals in literal_columns)
+    table = np.zeros(sizes, dtype=bool)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, len(sizes))
+    table[tuple(rows.T)] = True
     memo: dict = {}
 
-    def build(column: int, subset: tuple) -> SddNode:
-        if column == len(literal_columns):
+    def build(column: int, sub: np.ndarray) -> SddNode:
+        if column == len(sizes):
             return manager.true()
-        key = (column, subset)
+        key = (column, sub.tobytes())
         if key in memo:
             return memo[key]
-        groups: dict = {}
-        for row in subset:
-            groups.setdefault(row[0], []).append(row[1:])
         result = manager.false()
-        for position, rest in groups.items():
-            child = build(column + 1, tuple(sorted(set(rest))))
-            result = result | (terms[column][position] & child)
+        for position in range(sizes[column]):
+            part = sub[position]
+            if part.any():
+                result = result | (terms[column][position] & build(column + 1, part))
         memo[key] = result
         return result
 
-    return build(0, tuple(sorted(set(map(tuple, rows.tolist())))))
+    return build(0, table)
 
 
 def exact_model_count(manager: SddManager, root: SddNode) -> int:
@@ -230,6 +236,10 @@ def _check_labels_are_functions(knowledge, manager, root, literal_of) -> None:
         return exact_model_count(manager, projected) // 2**booleans
 
     concept_tuples = projected_count(hidden_and_labels)
+    # All labels together are a function of the concepts iff each one is: one check in the
+    # common case, then one per label only to name the culprit.
+    if projected_count([v for v in hidden_and_labels if v.role == "hidden"]) == concept_tuples:
+        return
     for label in knowledge.labels:
         others = [v for v in hidden_and_labels if v.id != label.id]
         with_label = projected_count(others)
@@ -243,6 +253,8 @@ def _check_labels_are_functions(knowledge, manager, root, literal_of) -> None:
 def compile_knowledge_uncached(knowledge: Knowledge, vtree_type: str = "blocks") -> tuple:
     if vtree_type not in VTREE_TYPES:
         raise LogicError(f"unknown vtree type {vtree_type!r} (choose from {', '.join(VTREE_TYPES)})")
+    if not knowledge.variables:
+        raise LogicError("the knowledge declares no variable", knowledge.path)
     order = variable_order(knowledge)
     literal_of: dict = {}
     for variable_id in order:
@@ -301,22 +313,24 @@ def cache_key(text: str, params: dict, vtree_type: str) -> str:
 
 def compile_file(path: str | Path, params: dict | None = None, vtree_type: str = "blocks",
                  cache_dir: str | Path | None = None, use_cache: bool = True) -> CompiledKnowledge:
-    """Parse, ground and compile a logic file; reuse the on-disk SDD when file and parameters match."""
-    knowledge = load_knowledge(path, params)
-    text = Path(path).read_text(encoding="utf-8")
+    """Parse, ground and compile a logic file; reuse the on-disk SDD when file and parameters match.
+
+    With use_cache=False the SDD files go to a private temporary folder that is removed
+    when the returned object is garbage-collected.
+    """
+    if vtree_type not in VTREE_TYPES:
+        raise LogicError(f"unknown vtree type {vtree_type!r} (choose from {', '.join(VTREE_TYPES)})", str(path))
+    text = read_logic_file(path)
+    knowledge = ground(parse(text, str(path)), params)
     key = cache_key(text, knowledge.params, vtree_type)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    directory = cache_root / key
-    meta_file = directory / "meta.json"
-    if use_cache and meta_file.exists():
-        try:
-            meta = json.loads(meta_file.read_text())
+    if use_cache:
+        meta = _read_cache_entry(cache_root / key)
+        if meta is not None:
             literal_of = {(int(v), int(p)): int(lit) for v, p, lit in meta["literals"]}
-            return CompiledKnowledge(knowledge, literal_of, meta["num_literals"], directory, meta["sdd_size"],
-                                     meta["sdd_node_count"], int(meta["model_count"]),
-                                     meta["compile_seconds"], True)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is simply rebuilt below
+            return CompiledKnowledge(knowledge, literal_of, int(meta["num_literals"]), cache_root / key,
+                                     int(meta["sdd_size"]), int(meta["sdd_node_count"]),
+                                     int(meta["model_count"]), float(meta["compile_seconds"]), True)
 
     start = time.perf_counter()
     manager, root, literal_of, num_literals, model_count = compile_knowledge_uncached(knowledge, vtree_type)
@@ -331,13 +345,35 @@ def compile_file(path: str | Path, params: dict | None = None, vtree_type: str =
         "params": knowledge.params,
         "logic": str(path),
     }
+    directory = None
     if use_cache:
-        directory = _write_cache_entry(cache_root, key, manager, root, meta)
-    else:
+        try:
+            directory = _write_cache_entry(cache_root, key, manager, root, meta)
+        except OSError as error:
+            warnings.warn(f"cannot write the circuit cache in {cache_root} ({error}); compiling without it")
+    temporary = directory is None
+    if temporary:
         directory = Path(tempfile.mkdtemp(prefix="nesy-gedi-sdd-"))
         _save_sdd(directory, manager, root, meta)
-    return CompiledKnowledge(knowledge, literal_of, num_literals, directory, meta["sdd_size"],
-                             meta["sdd_node_count"], model_count, seconds, False, manager, root)
+    compiled = CompiledKnowledge(knowledge, literal_of, num_literals, directory, meta["sdd_size"],
+                                 meta["sdd_node_count"], model_count, seconds, False, manager, root)
+    if temporary:
+        weakref.finalize(compiled, shutil.rmtree, str(directory), True)
+    return compiled
+
+
+def _read_cache_entry(directory: Path) -> dict | None:
+    """The metadata of a complete, readable cache entry, or None (missing or damaged: rebuild)."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        for name in ("literals", "num_literals", "sdd_size", "sdd_node_count", "model_count", "compile_seconds"):
+            meta[name]
+        int(meta["model_count"])
+        if not ((directory / "knowledge.sdd").is_file() and (directory / "knowledge.vtree").is_file()):
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _save_sdd(directory: Path, manager: SddManager, root: SddNode, meta: dict) -> None:
@@ -352,9 +388,21 @@ def _write_cache_entry(cache_root: Path, key: str, manager, root, meta) -> Path:
     final = cache_root / key
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_root))
     _save_sdd(staging, manager, root, meta)
-    try:
-        os.replace(staging, final)
-    except OSError:
-        # Another process won the race (the folder exists and is not empty): use theirs.
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    for _attempt in range(3):
+        try:
+            os.replace(staging, final)
+            return final
+        except OSError:
+            if _read_cache_entry(final) is not None:
+                # Another process won the race with a complete entry: use theirs.
+                shutil.rmtree(staging, ignore_errors=True)
+                return final
+            # A damaged entry is in the way: move it aside and try again.
+            trash = Path(tempfile.mkdtemp(prefix=f".{key}-damaged-", dir=cache_root))
+            try:
+                os.replace(final, trash / "entry")
+            except OSError:
+                pass
+            shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    raise OSError(f"cannot replace the cache entry {final}")

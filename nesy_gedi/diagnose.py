@@ -27,6 +27,9 @@ from .shortcuts import concept_label_classes, count_shortcuts, is_identity, pres
 DIAGNOSIS = "diagnosis.json"
 REPORT = "report.md"
 MAX_REPORTED_MAPS = 40
+# Larger concept spaces are not checked for shortcuts by `diagnose` (counting 10**4 concept
+# tuples takes seconds, 10**5 minutes); `count-shortcuts` itself goes up to 10**6.
+DIAGNOSE_MAX_CONCEPT_SPACE = 20_000
 
 __all__ = ["diagnose_run", "diagnose_predictions", "learned_concept_map", "save_confusion_heatmap",
            "DIAGNOSIS", "REPORT"]
@@ -55,12 +58,12 @@ def learned_concept_map(true_positions: np.ndarray, predicted_positions: np.ndar
 
 
 def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: np.ndarray | None = None,
-                         classes: np.ndarray | None = None) -> dict:
+                         classes: np.ndarray | None = None, check_map: bool = True) -> dict:
     """Label and concept metrics of one split's predictions (the dict of evaluate.predict_split).
 
     Concept metrics pool all concept positions (one perception network reads every image).
     `support`: the task's training support (value tuples; None = every consistent tuple),
-    against which the learned concept map is checked.
+    against which the learned concept map is checked (`check_map`; otherwise the checks are None).
     """
     domain = tuple(circuit.concepts[0].domain)
     size = len(domain)
@@ -73,10 +76,12 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
     concept_map = learned_concept_map(flat_true, flat_predicted, domain)
     # Values absent from the split cannot be judged: they keep their identity in the checked map.
     as_map = {row["true"]: row["predicted"] for row in concept_map if row["predicted"] is not None}
-    if classes is None:
-        classes, _ = concept_label_classes(circuit)
     identity = is_identity(circuit, as_map)
-    keeps_labels = preserves_labels(circuit, as_map, support, classes=classes)
+    keeps_labels = None
+    if check_map:
+        if classes is None:
+            classes, _ = concept_label_classes(circuit)
+        keeps_labels = preserves_labels(circuit, as_map, support, classes=classes)
     return {
         "examples": int(true.shape[0]),
         "label_accuracy": float(label_correct.all(dim=1).float().mean()) if len(label_correct) else None,
@@ -93,7 +98,7 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
         "concept_map": concept_map,
         "concept_map_is_identity": identity,
         "concept_map_preserves_labels": keeps_labels,
-        "concept_map_is_shortcut": keeps_labels and not identity,
+        "concept_map_is_shortcut": None if keeps_labels is None else keeps_labels and not identity,
     }
 
 
@@ -149,6 +154,7 @@ def _report(diagnosis: dict, values: list) -> str:
                   f"training label (shared map), i.e. **{count['shortcuts']}** reasoning shortcut(s).", ""]
     verdict = ("**a reasoning shortcut**" if diagnosis["concept_map_is_shortcut"] else
                "the identity (the true concepts)" if diagnosis["concept_map_is_identity"] else
+               "not checked against the knowledge" if diagnosis["concept_map_preserves_labels"] is None else
                "not a label-preserving map (neither the concepts nor a shortcut)")
     lines += [f"The learned concept map (most frequent prediction per true value, ID test) is {verdict}.", ""]
 
@@ -224,20 +230,20 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
         torch.set_num_threads(stored.train.num_threads)
     config, circuit, splits, perception, device = load_run(run_dir, data_root, device)
     support = task_support(config, circuit)
-    classes, _ = concept_label_classes(circuit)
     values = list(circuit.concepts[0].domain)
+    try:
+        classes, _ = concept_label_classes(circuit, DIAGNOSE_MAX_CONCEPT_SPACE)
+        count = count_shortcuts(circuit, support, per_position=False, classes=classes)
+    except NesyError as error:
+        classes, count = None, {"concept_maps": None, "shortcuts": None, "error": str(error)}
 
     results = {}
     for name in ("test", "test_ood"):
         if name in splits and len(splits[name]):
             predictions = predict_split(perception, circuit, splits[name], config.train.eval_batch_size, device)
-            results[name] = diagnose_predictions(predictions, circuit, support, classes)
+            results[name] = diagnose_predictions(predictions, circuit, support, classes, check_map=classes is not None)
     if "test" not in results:
         raise NesyError("the run's task has no test examples to diagnose", str(run_dir))
-    try:
-        count = count_shortcuts(circuit, support, per_position=False)
-    except NesyError as error:
-        count = {"concept_maps": None, "shortcuts": None, "error": str(error)}
 
     test = results["test"]
     diagnosis = {
@@ -287,6 +293,7 @@ def _print_summary(diagnosis: dict, run_dir: Path) -> None:
           f"  (mean normalised entropy {_number(diagnosis['mean_normalised_concept_entropy'])})")
     print(f"  learned concept map      {' '.join(map(str, diagnosis['learned_concept_map']))}")
     shortcut = ("a reasoning shortcut" if diagnosis["concept_map_is_shortcut"] else
-                "the identity" if diagnosis["concept_map_is_identity"] else "not label-preserving")
+                "the identity" if diagnosis["concept_map_is_identity"] else
+                "not checked" if diagnosis["concept_map_preserves_labels"] is None else "not label-preserving")
     print(f"  that map is              {shortcut}; the task has {_number(diagnosis['shortcuts'])} shortcut(s)")
     print(f"  report: {run_dir / REPORT}")

@@ -29,20 +29,50 @@ class DistState:
         return self.rank == 0
 
 
-def setup() -> DistState:
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0 (usable before `setup`)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def setup(requested_device: str = "auto") -> DistState:
+    """Join the process group torchrun set up; the backend follows the requested device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistState()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    if torch.cuda.is_available():
+    use_cuda = torch.cuda.is_available() and requested_device != "cpu"
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"rank {rank} needs GPU {local_rank} but only {torch.cuda.device_count()} are "
+                               f"visible; use --nproc_per_node <= the GPU count or --device cpu")
         torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
+        device = torch.device("cuda", local_rank)
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group(backend="nccl", device_id=device)
     else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend=backend)
+        device = torch.device("cpu")
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group(backend="gloo")
     return DistState(True, rank, world_size, device)
+
+
+def all_finite(value: torch.Tensor, state: DistState) -> bool:
+    """Whether the value is finite on every rank, so that all ranks stop together."""
+    flag = torch.tensor([float(torch.isfinite(value).all())], device=value.device)
+    if state.enabled:
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def sum_across(values: dict, state: DistState) -> dict:
+    """Sum a dict of floats over ranks (per-epoch training totals)."""
+    if not state.enabled or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=state.device)
+    torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return dict(zip(keys, tensor.tolist()))
 
 
 def synchronise_parameters(module: nn.Module, state: DistState) -> None:

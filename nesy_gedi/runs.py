@@ -91,15 +91,18 @@ def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
 
 
 def prepare_run_dir(out: str | Path | None, task_name: str, resume: bool) -> Path:
-    if out is None:
-        out = Path("runs") / task_name
-    run_dir = Path(out)
+    """Check and create the run directory; under torchrun only rank 0 touches it."""
+    from .distributed import is_main_process
+
+    run_dir = Path(out) if out is not None else Path("runs") / task_name
+    if not is_main_process():
+        return run_dir
     if run_dir.exists() and not resume and (run_dir / CHECKPOINT).exists():
         raise NesyError("run directory already holds a checkpoint; pass --resume to continue it "
                         "or choose another --out", str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and (run_dir / METRICS).exists():
-        (run_dir / METRICS).unlink()
+        (run_dir / METRICS).unlink(missing_ok=True)
     return run_dir
 
 

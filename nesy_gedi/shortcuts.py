@@ -56,18 +56,20 @@ def _concept_space_size(circuit: KnowledgeCircuit) -> int:
     return math.prod(len(d) for d in _domains(circuit))
 
 
-def concept_label_classes(circuit: KnowledgeCircuit) -> tuple[np.ndarray, np.ndarray]:
+def concept_label_classes(circuit: KnowledgeCircuit, max_concept_space: int | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Label class of every concept tuple, indexed like itertools.product over the domain positions.
 
     Returns (classes [N] int64: an id per distinct label tuple, -1 for concept tuples the
     knowledge rules out; label_values [K, L]: the label tuple of each class id).
     """
     size = _concept_space_size(circuit)
-    if size > MAX_CONCEPT_SPACE:
+    limit = MAX_CONCEPT_SPACE if max_concept_space is None else max_concept_space
+    if size > limit:
         raise NesyError(
             f"the concept space of {circuit.compiled.knowledge.path} has {size} tuples; counting "
             f"reasoning shortcuts computes the labels of every concept tuple, which is limited to "
-            f"{MAX_CONCEPT_SPACE} (use a smaller instance of the task, e.g. --set N=1)")
+            f"{limit} (use a smaller instance of the task, e.g. --set N=1)")
     sizes = [len(d) for d in _domains(circuit)]
     grids = np.indices(sizes).reshape(len(sizes), -1).T  # row-major = itertools.product order
     device = circuit.gather_index.device
@@ -185,17 +187,21 @@ def shortcut_knowledge(circuit: KnowledgeCircuit, support: np.ndarray | None = N
 
 # ----------------------------------------------------------------------------- counting
 def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None, per_position: bool = False,
-                    list_limit: int = MAX_LISTED_MAPS) -> dict:
+                    list_limit: int = MAX_LISTED_MAPS, max_concept_space: int | None = None,
+                    classes: np.ndarray | None = None) -> dict:
     """Count the concept maps that keep every training label; shortcuts = maps - 1 (the identity).
 
     `support`: allowed ground-truth concept tuples as values [S, P]; None means every concept
     tuple consistent with the knowledge. With at most `list_limit` maps they are listed:
     shared maps as [alpha(v) for v in domain], per-position maps as one such list per position.
+    Concept spaces above `max_concept_space` (default MAX_CONCEPT_SPACE) raise NesyError;
+    `classes` (from concept_label_classes) saves recomputing the labels of every concept tuple.
     """
     from .compiler import compile_knowledge_uncached
 
     started = time.perf_counter()
-    classes, _ = concept_label_classes(circuit)
+    if classes is None:
+        classes, _ = concept_label_classes(circuit, max_concept_space)
     knowledge, support_size = shortcut_knowledge(circuit, support, per_position, classes)
     if support_size == 0:
         raise NesyError("no tuple of the training support is consistent with the knowledge")
@@ -261,6 +267,9 @@ def count_shortcuts_for_task(task_path, overrides: list | None = None, per_posit
     from .train import build_circuit
 
     config = load_config(task_path, overrides)
+    if config.logic is None:
+        raise NesyError("this task has no logic section: reasoning shortcuts are counted for tasks "
+                        "trained with a logic file", config.source)
     circuit = build_circuit(config)
     result = {"task": config.name, "logic": config.logic.file, "params": dict(config.logic.params),
               "support": "data.train_support" if config.data.train_support is not None

@@ -97,7 +97,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
           device: str | None = None) -> dict:
     # ---------------------------------------------------------------- setup
     run_dir = Path(run_dir)
-    dist = distributed.setup()
+    dist = distributed.setup(device or config.train.device)
     device = dist.device if dist.enabled else select_device(device or config.train.device)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -174,7 +174,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                 terms.update({f"gedi_{k}": weight * v for k, v in gedi_terms.items() if k != "total"})
                 terms["gedi"] = weight * gedi_terms["total"]
             loss = sum(v for k, v in terms.items() if not k.startswith("gedi_"))
-            if not torch.isfinite(loss):
+            if not distributed.all_finite(loss.detach(), dist):
                 raise NesyError(f"non-finite loss at epoch {epoch + 1} ({ {k: float(v) for k, v in terms.items()} }); "
                                 f"the last checkpoint in {run_dir} is intact")
             optimizer.zero_grad(set_to_none=True)
@@ -187,11 +187,13 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             progress.set_postfix(loss=f"{float(loss.detach()):.4f}")
         seconds = time.perf_counter() - started
         history_seconds = history_seconds + [seconds]
+        totals = distributed.sum_across(totals, dist)
+        examples_seen = len(order) * dist.world_size
 
         # ------------------------------------------------------------ evaluate, log, checkpoint
         if dist.is_main:
             record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 3)}
-            record.update({f"train_{k}": v / max(len(order), 1) for k, v in totals.items()})
+            record.update({f"train_{k}": v / max(examples_seen, 1) for k, v in totals.items()})
             for name, split in splits.items():
                 if name == "train":
                     continue

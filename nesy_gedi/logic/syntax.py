@@ -16,6 +16,7 @@ to Python's `eval`, and recursion depth is bounded so hostile input fails cleanl
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import LogicError
@@ -25,7 +26,9 @@ KEYWORDS = {
     "param", "concept", "label", "hidden", "constraint", "forall", "in", "where",
     "and", "or", "not", "true", "false", "sum", "if", "then", "else", "min", "max", "abs",
 }
-MAX_NESTING = 64  # deeper expressions are rejected instead of exhausting Python's stack
+MAX_NESTING = 48  # brackets, unary operators and if/sum nested deeper are rejected ...
+MAX_DEPTH = 200  # ... and so are syntax trees deeper than this (long a + b + ... chains)
+# Both keep the recursive parser, grounder and evaluator far from Python's recursion limit.
 
 
 # ----------------------------------------------------------------------------- AST
@@ -147,7 +150,7 @@ _TOKEN = re.compile(
     (?P<ws>[ \t\r\f\v]+)
   | (?P<comment>\#[^\n]*)
   | (?P<newline>\n)
-  | (?P<number>\d+)
+  | (?P<number>[0-9]+)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<op><->|->|\.\.|//|==|!=|<=|>=|[-+*%<>=()\[\]{},:])
     """,
@@ -160,48 +163,92 @@ class Token:
     kind: str  # number, name, keyword, op, newline, end
     text: str
     line: int
+    start: int = 0  # offsets of the lexeme in the source text
+    end: int = 0
+
+
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
 
 
 def tokenize(text: str, path: str) -> list[Token]:
     tokens: list[Token] = []
-    line, position, depth = 1, 0, 0
+    line, position = 1, 0
+    open_brackets: list[Token] = []
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
             raise LogicError(f"unexpected character {text[position]!r}", path, line)
         kind, lexeme = match.lastgroup, match.group()
-        position = match.end()
+        start, position = position, match.end()
         if kind == "newline":
             # Inside brackets a newline only continues the statement.
-            if depth == 0 and tokens and tokens[-1].kind != "newline":
-                tokens.append(Token("newline", "\n", line))
+            if not open_brackets and tokens and tokens[-1].kind != "newline":
+                tokens.append(Token("newline", "\n", line, start, position))
             line += 1
         elif kind == "number":
             if len(lexeme) > 18:
                 raise LogicError(f"number {lexeme[:20]}... is too large", path, line)
-            tokens.append(Token("number", lexeme, line))
+            tokens.append(Token("number", lexeme, line, start, position))
         elif kind == "name":
-            tokens.append(Token("keyword" if lexeme in KEYWORDS else "name", lexeme, line))
+            tokens.append(Token("keyword" if lexeme in KEYWORDS else "name", lexeme, line, start, position))
         elif kind == "op":
-            if lexeme in "([{":
-                depth += 1
+            token = Token("op", lexeme, line, start, position)
+            if lexeme in _CLOSING:
+                open_brackets.append(token)
             elif lexeme in ")]}":
-                depth = max(0, depth - 1)
-            tokens.append(Token("op", lexeme, line))
+                if not open_brackets:
+                    raise LogicError(f"{lexeme!r} closes no open bracket", path, line)
+                opening = open_brackets.pop()
+                if _CLOSING[opening.text] != lexeme:
+                    where = "" if opening.line == line else f" on line {opening.line}"
+                    raise LogicError(f"{lexeme!r} does not match the {opening.text!r} opened{where}", path, line)
+            tokens.append(token)
+    if open_brackets:
+        opening = open_brackets[-1]
+        raise LogicError(f"{opening.text!r} is never closed", path, opening.line)
     if tokens and tokens[-1].kind != "newline":
-        tokens.append(Token("newline", "\n", line))
-    tokens.append(Token("end", "", line))
+        tokens.append(Token("newline", "\n", line, len(text), len(text)))
+    tokens.append(Token("end", "", line, len(text), len(text)))
     return tokens
 
 
 # ----------------------------------------------------------------------------- parser
 class _Parser:
-    def __init__(self, tokens: list[Token], path: str, source_lines: list[str]):
+    def __init__(self, tokens: list[Token], path: str, source: str):
         self.tokens = tokens
         self.position = 0
         self.path = path
-        self.source_lines = source_lines
-        self.depth = 0
+        self.source = source
+        self.depth = 0  # current recursion (nesting) depth of the parser
+        self.heights: dict = {}  # id(node) -> height of the syntax tree below it
+
+    @contextmanager
+    def nested(self):
+        """One more level of parser recursion (brackets, unary operators, if, sum)."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def node(self, node: Node, *children) -> Node:
+        """Record a composite node's height; reject trees too deep to evaluate safely."""
+        height = 1 + max((self.heights.get(id(c), 1) for c in children if c is not None), default=1)
+        if height > MAX_DEPTH:
+            raise LogicError(f"expression is more than {MAX_DEPTH} levels deep; "
+                             f"write long sums with sum(...) or split the constraint", self.path, node.line)
+        self.heights[id(node)] = height
+        return node
+
+    def source_text(self, first: int, last: int) -> str:
+        """The source of tokens[first..last] as written, comments dropped, lines joined by a space."""
+        if last < first:
+            return ""
+        raw = self.source[self.tokens[first].start:self.tokens[last].end]
+        lines = (re.sub(r"#[^\n]*", "", part).strip() for part in raw.split("\n"))
+        return " ".join(part for part in lines if part)
 
     # -- helpers
     @property
@@ -286,9 +333,8 @@ class _Parser:
                     where = self.expression()
                 self.expect(":", "after the forall binders")
             body = self.expression()
-            end = self.position
+            text = self.source_text(start, self.position - 1)
             self.end_statement()
-            text = " ".join(t.text for t in self.tokens[start:end])
             return ConstraintDecl(token.line, binders, where, body, text)
         raise self.error(
             f"expected a statement (param, concept, label, hidden or constraint), found {self.describe(token)}"
@@ -320,10 +366,7 @@ class _Parser:
 
     # -- expressions, lowest precedence first
     def expression(self) -> Node:
-        self.depth += 1
-        if self.depth > MAX_NESTING:
-            raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
-        try:
+        with self.nested():
             if self.token.kind == "keyword" and self.token.text == "if":
                 line = self.token.line
                 self.position += 1
@@ -332,48 +375,52 @@ class _Parser:
                 then = self.expression()
                 self.expect("else", "in if ... then ... else ...")
                 otherwise = self.expression()
-                return IfThenElse(line, condition, then, otherwise)
+                return self.node(IfThenElse(line, condition, then, otherwise), condition, then, otherwise)
             return self.implication()
-        finally:
-            self.depth -= 1
 
     def implication(self) -> Node:
-        left = self.disjunction()
-        token = self.accept("->") or self.accept("<->")
-        if token:
-            return Binary(token.line, token.text, left, self.implication())
-        return left
+        # Right-associative: a -> b -> c is a -> (b -> c). Parsed iteratively.
+        operands, operators = [self.disjunction()], []
+        while token := (self.accept("->") or self.accept("<->")):
+            operators.append(token)
+            operands.append(self.disjunction())
+        result = operands.pop()
+        while operators:
+            token, left = operators.pop(), operands.pop()
+            result = self.node(Binary(token.line, token.text, left, result), left, result)
+        return result
 
     def disjunction(self) -> Node:
         left = self.conjunction()
         while token := self.accept("or"):
-            left = Binary(token.line, "or", left, self.conjunction())
+            right = self.conjunction()
+            left = self.node(Binary(token.line, "or", left, right), left, right)
         return left
 
     def conjunction(self) -> Node:
         left = self.negation()
         while token := self.accept("and"):
-            left = Binary(token.line, "and", left, self.negation())
+            right = self.negation()
+            left = self.node(Binary(token.line, "and", left, right), left, right)
         return left
 
     def negation(self) -> Node:
         if token := self.accept("not"):
-            self.depth += 1
-            if self.depth > MAX_NESTING:
-                raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
-            try:
-                return Unary(token.line, "not", self.negation())
-            finally:
-                self.depth -= 1
+            with self.nested():
+                operand = self.negation()
+                return self.node(Unary(token.line, "not", operand), operand)
         return self.comparison()
 
     def comparison(self) -> Node:
         left = self.additive()
         for op in ("==", "!=", "<=", ">=", "<", ">"):
             if token := self.accept(op):
-                node = Binary(token.line, op, left, self.additive())
-                if self.token.text in ("==", "!=", "<=", ">=", "<", ">"):
+                right = self.additive()
+                node = self.node(Binary(token.line, op, left, right), left, right)
+                if self.token.kind == "op" and self.token.text in ("==", "!=", "<=", ">=", "<", ">"):
                     raise self.error("comparisons cannot be chained; combine them with 'and'")
+                if self.token.kind == "op" and self.token.text == "=":
+                    raise self.error("use '==' to compare ('=' only appears in param declarations)")
                 return node
         if self.token.text == "=" and self.token.kind == "op":
             raise self.error("use '==' to compare ('=' only appears in param declarations)")
@@ -385,7 +432,8 @@ class _Parser:
             token = self.accept("+") or self.accept("-")
             if not token:
                 return left
-            left = Binary(token.line, token.text, left, self.multiplicative())
+            right = self.multiplicative()
+            left = self.node(Binary(token.line, token.text, left, right), left, right)
 
     def multiplicative(self) -> Node:
         left = self.unary()
@@ -393,17 +441,14 @@ class _Parser:
             token = self.accept("*") or self.accept("//") or self.accept("%")
             if not token:
                 return left
-            left = Binary(token.line, token.text, left, self.unary())
+            right = self.unary()
+            left = self.node(Binary(token.line, token.text, left, right), left, right)
 
     def unary(self) -> Node:
         if token := self.accept("-"):
-            self.depth += 1
-            if self.depth > MAX_NESTING:
-                raise self.error(f"expression nested deeper than {MAX_NESTING} levels")
-            try:
-                return Unary(token.line, "-", self.unary())
-            finally:
-                self.depth -= 1
+            with self.nested():
+                operand = self.unary()
+                return self.node(Unary(token.line, "-", operand), operand)
         return self.atom()
 
     def atom(self) -> Node:
@@ -422,7 +467,8 @@ class _Parser:
             self.expect(":", "after the binders of sum")
             body = self.expression()
             self.expect(")", "to close sum(...)")
-            return Aggregate(token.line, "sum", binders, where, body)
+            children = [where, body] + [n for b in binders for n in (b.low, b.high)]
+            return self.node(Aggregate(token.line, "sum", binders, where, body), *children)
         if token.kind == "keyword" and token.text in ("min", "max", "abs"):
             self.position += 1
             self.expect("(", f"after {token.text}")
@@ -432,7 +478,7 @@ class _Parser:
             self.expect(")", f"to close {token.text}(...)")
             if token.text == "abs" and len(arguments) != 1:
                 raise self.error("abs takes exactly one argument", token)
-            return Call(token.line, token.text, tuple(arguments))
+            return self.node(Call(token.line, token.text, tuple(arguments)), *arguments)
         if token.kind == "name":
             self.position += 1
             if self.accept("["):
@@ -440,28 +486,34 @@ class _Parser:
                 while self.accept(","):
                     indices.append(self.expression())
                 self.expect("]", f"to close the index of {token.text}")
-                return Indexed(token.line, token.text, tuple(indices))
+                return self.node(Indexed(token.line, token.text, tuple(indices)), *indices)
             return Name(token.line, token.text)
         if self.accept("("):
             inner = self.expression()
             self.expect(")", "to close the parenthesis")
             return inner
+        if token.kind == "keyword" and token.text == "if":
+            raise self.error("inside a larger expression, write (if ... then ... else ...) in parentheses")
         if token.kind == "keyword":
             raise self.error(f"unexpected keyword {token.text!r} in an expression")
+        if token.kind == "op" and token.text == "=":
+            raise self.error("unexpected '=' ('==' compares; '=' only appears in param declarations)")
         raise self.error(f"expected a value, a variable or '(' but found {self.describe(token)}")
 
 
 def parse(text: str, path: str = "<string>") -> Program:
     """Parse a logic file's text. Raises LogicError(`path:line: message`)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark some editors write
     tokens = tokenize(text, path)
-    return _Parser(tokens, path, text.splitlines()).program()
+    return _Parser(tokens, path, text).program()
 
 
 def parse_expression(text: str, path: str = "<string>") -> Node:
     """Parse one expression (used for constraints written inside task files)."""
     tokens = [t for t in tokenize(text, path) if t.kind != "newline"]
-    tokens.insert(len(tokens) - 1, Token("newline", "\n", tokens[-1].line))
-    parser = _Parser(tokens, path, text.splitlines())
+    tokens.insert(len(tokens) - 1, Token("newline", "\n", tokens[-1].line, len(text), len(text)))
+    parser = _Parser(tokens, path, text)
     node = parser.expression()
     parser.end_statement()
     return node

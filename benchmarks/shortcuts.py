@@ -1,0 +1,214 @@
+"""The reasoning-shortcut table: which training modes learn the concepts, which a shortcut?
+
+For each task (default: MNIST-EvenOdd and small-data MNIST-addition, 300 pairs = 1% of
+the full protocol), each training mode and each seed, trains a run with
+`nesy_gedi.train.train` (one torch thread), diagnoses it with `nesy_gedi.diagnose`, and
+reports mean ± std over seeds of the label accuracy (ID and OOD), concept accuracy,
+matched concept accuracy (Hungarian), concept collapse and how many seeds learned a
+reasoning shortcut. Writes benchmarks/results/shortcuts.json and prints a markdown table.
+
+    python benchmarks/shortcuts.py                                 # the full table (long)
+    python benchmarks/shortcuts.py --seeds 1 --epochs 1 --modes sl \\
+        --set data.train_examples=100 --set data.test_examples=200 --out /tmp/shortcuts.json
+
+Runs live in --runs-dir (default runs/benchmarks/shortcuts/TASK/MODE/seedK). A run whose
+diagnosis exists with the same configuration is reused, an interrupted one resumed, so the
+table can be rebuilt or extended (more seeds, other modes) without retraining; --fresh
+retrains every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
+from nesy_gedi.errors import NesyError  # noqa: E402
+
+TASKS = {
+    "evenodd": REPO / "tasks" / "mnist_evenodd.yaml",
+    "small": REPO / "tasks" / "mnist_addition_small.yaml",
+    "restricted": REPO / "tasks" / "mnist_addition_restricted.yaml",
+}
+DEFAULT_TASKS = ("evenodd", "small")
+METRICS = ("label_accuracy", "label_accuracy_ood", "concept_accuracy", "matched_concept_accuracy",
+           "concept_collapse")
+HEADERS = ("label acc ID", "label acc OOD", "concept acc", "matched concept acc", "collapse")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
+                        help=f"task names ({', '.join(TASKS)}) or task files (default: {' '.join(DEFAULT_TASKS)})")
+    parser.add_argument("--modes", nargs="+", default=list(TRAINING_MODES), choices=TRAINING_MODES,
+                        metavar="MODE", help=f"training modes (default: all of {', '.join(TRAINING_MODES)})")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per task and mode (default 3)")
+    parser.add_argument("--epochs", type=int, help="train.epochs (default: the task file's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run, e.g. data.train_examples=100; repeatable")
+    parser.add_argument("--data-root", help="data folder (default $NESY_GEDI_DATA)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the task's train.device)")
+    parser.add_argument("--runs-dir", default=str(REPO / "runs" / "benchmarks" / "shortcuts"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "shortcuts.json"))
+    parser.add_argument("--fresh", action="store_true", help="retrain runs even when a diagnosis exists")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    return args
+
+
+def task_file(name: str) -> Path:
+    if name in TASKS:
+        return TASKS[name]
+    path = Path(name)
+    if not path.exists():
+        raise NesyError(f"unknown task {name!r} (use {', '.join(TASKS)} or a task file)")
+    return path
+
+
+def run_config(task: Path, mode: str, seed: int, args):
+    overrides = list(args.overrides) + [f"train.mode={mode}", f"train.seed={seed}", "train.num_threads=1",
+                                        "train.progress=false"]
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    config = load_config(task, overrides)
+    if mode == "sl+concepts" and config.train.concept_supervision == 0.0:
+        config.train.concept_supervision = 0.1  # train()'s default for this mode, made explicit
+    return config
+
+
+def _same_config(run_dir: Path, config) -> bool:
+    path = run_dir / "config.yaml"
+    return path.exists() and yaml.safe_load(path.read_text()) == yaml.safe_load(yaml.safe_dump(config.to_dict()))
+
+
+def run_one(task: Path, mode: str, seed: int, args) -> dict:
+    """Train (or reuse, or resume) one run and return its diagnosis."""
+    from nesy_gedi.diagnose import DIAGNOSIS, diagnose_run
+    from nesy_gedi.runs import CHECKPOINT, FINAL
+    from nesy_gedi.train import train
+
+    config = run_config(task, mode, seed, args)
+    run_dir = Path(args.runs_dir) / config.name / mode.replace(">", "") / f"seed{seed}"
+    same = _same_config(run_dir, config)
+    if same and not args.fresh and (run_dir / DIAGNOSIS).exists() and (run_dir / FINAL).exists():
+        return json.loads((run_dir / DIAGNOSIS).read_text())
+    if run_dir.exists() and (args.fresh or not same):
+        shutil.rmtree(run_dir)
+    resume = (run_dir / CHECKPOINT).exists() and not (run_dir / FINAL).exists()
+    if (run_dir / FINAL).exists():  # finished, only the diagnosis is missing
+        pass
+    else:
+        train(config, run_dir, resume=resume, data_root=args.data_root, device=args.device)
+    return diagnose_run(run_dir, data_root=args.data_root, device=args.device, quiet=True)
+
+
+def mean_std(values: list) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def summarise(runs: list) -> list:
+    rows = []
+    for key in dict.fromkeys((r["task"], r["mode"]) for r in runs):
+        group = [r for r in runs if (r["task"], r["mode"]) == key]
+        row = {"task": key[0], "mode": key[1], "seeds": [r["seed"] for r in group],
+               "shortcuts_in_task": group[0]["shortcuts"],
+               "runs_that_learned_a_shortcut": sum(bool(r["concept_map_is_shortcut"]) for r in group),
+               "runs_that_learned_the_concepts": sum(bool(r["concept_map_is_identity"]) for r in group)}
+        for metric in METRICS:
+            row[metric] = mean_std([r.get(metric) for r in group])
+        rows.append(row)
+    return rows
+
+
+def _cell(stats: dict | None) -> str:
+    if stats is None:
+        return "–"
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def markdown(rows: list) -> str:
+    lines = ["| task | mode | seeds | " + " | ".join(HEADERS) + " | learned shortcut | learned concepts |",
+             "|---|---|---:|" + "---:|" * (len(HEADERS) + 2)]
+    for row in rows:
+        seeds = len(row["seeds"])
+        lines.append(f"| {row['task']} ({row['shortcuts_in_task']} RS) | {row['mode']} | {seeds} | "
+                     + " | ".join(_cell(row[m]) for m in METRICS)
+                     + f" | {row['runs_that_learned_a_shortcut']}/{seeds} | {row['runs_that_learned_the_concepts']}/{seeds} |")
+    lines.append("")
+    lines.append("Percentages, mean ± std over seeds. RS: reasoning shortcuts the task's training support allows "
+                 "(shared concept map, counted exactly). \"learned shortcut\": runs whose learned concept map "
+                 "(most frequent prediction per digit) is one of them.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    tasks = [task_file(name) for name in args.tasks]
+    runs, started = [], time.perf_counter()
+    total = len(tasks) * len(args.modes) * args.seeds
+    done = 0
+    for task in tasks:
+        for mode in args.modes:
+            for seed in range(args.seeds):
+                done += 1
+                print(f"[{done}/{total}] {task.stem} {mode} seed {seed}", flush=True)
+                run_started = time.perf_counter()
+                diagnosis = run_one(task, mode, seed, args)
+                final_path = Path(diagnosis["run"]) / "final.json"
+                final = json.loads(final_path.read_text()) if final_path.exists() else {}
+                record = {key: diagnosis.get(key) for key in
+                          ("task", "mode", "seed", "run", *METRICS, "concept_macro_f1",
+                           "mean_normalised_concept_entropy", "concept_map_is_shortcut", "concept_map_is_identity",
+                           "learned_concept_map", "shortcuts", "concept_maps")}
+                record["train_seconds"] = final.get("seconds_total")
+                record["epochs"] = final.get("epochs")
+                runs.append(record)
+                print(f"    label ID {record['label_accuracy']:.3f}"
+                      + (f"  OOD {record['label_accuracy_ood']:.3f}" if record["label_accuracy_ood"] is not None else "")
+                      + f"  concepts {record['concept_accuracy']:.3f}"
+                      f"  matched {record['matched_concept_accuracy']:.3f}  collapse {record['concept_collapse']:.2f}"
+                      f"  ({time.perf_counter() - run_started:.0f} s)", flush=True)
+    rows = summarise(runs)
+    result = {
+        "benchmark": "shortcuts",
+        "settings": {"tasks": [str(t.relative_to(REPO)) if t.is_relative_to(REPO) else str(t) for t in tasks],
+                     "modes": args.modes, "seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
+                     "device": args.device, "num_threads": 1},
+        "seconds": round(time.perf_counter() - started, 1),
+        "table": rows,
+        "runs": runs,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(markdown(rows))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except NesyError as error:
+        print(f"shortcuts benchmark: error: {error}", file=sys.stderr)
+        sys.exit(2)

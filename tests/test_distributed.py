@@ -1,0 +1,175 @@
+"""Multi-process training under torchrun (gloo on the CPU), and the multi-digit addition tasks.
+
+The torchrun tests start two real processes on the loopback interface:
+  * the CLI as users run it (`python -m torch.distributed.run ... -m nesy_gedi train`):
+    it must finish, only rank 0 may write the run directory, and the result must equal a
+    single-process run whose batch is the two ranks' batches together (each rank takes
+    every 2nd example of the shared permutation and the gradients are averaged, so a step
+    of two ranks at batch b is a step of one process at batch 2b);
+  * the same command through a small launcher that records each rank's final parameters
+    when the process group is torn down: the two ranks must hold the same weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from nesy_gedi.compiler import compile_file
+from nesy_gedi.config import load_config
+from nesy_gedi.runs import CHECKPOINT, CONFIG, FINAL, METRICS, load_checkpoint, read_metrics
+from nesy_gedi.train import build_circuit, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
+LOGIC = ROOT / "logic" / "addition.logic"
+TIMEOUT = 300  # seconds for one two-process run (about 30 s on a busy 2-core machine)
+EPOCHS = 2
+TINY = ["data.train_examples=64", "data.test_examples=32", "train.progress=false", "train.num_threads=1",
+        f"train.epochs={EPOCHS}"]
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- multi-digit task files
+@pytest.mark.parametrize("n, prediction", [(2, "exact"), (4, "argmax-concepts")])
+def test_multi_digit_task_files_load_and_compile(n, prediction):
+    config = load_config(ROOT / "tasks" / f"mnist_addition_n{n}.yaml")
+    assert config.logic.params == {"N": n}
+    assert Path(config.logic.file).resolve() == LOGIC.resolve()
+    assert config.data.train_examples is None  # DeepProbLog's protocol: every image once per epoch
+    circuit = build_circuit(config)
+    assert len(circuit.concepts) == 2 * n and len(circuit.labels) == n + 1
+    assert circuit.compiled.model_count == 10 ** (2 * n)
+    assert circuit.prediction_method == prediction
+
+
+def test_fifteen_digit_addition_compiles():
+    config = load_config(ROOT / "tasks" / "mnist_addition_n15.yaml")
+    assert config.logic.params == {"N": 15}
+    compiled = compile_file(config.logic.file, config.logic.params, use_cache=False)
+    assert compiled.model_count == 10**30
+    assert len(compiled.knowledge.concepts) == 30 and len(compiled.knowledge.labels) == 16
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("n, train_examples, test_examples", [(2, 15000, 2500), (4, 7500, 1250)])
+def test_multi_digit_tasks_use_two_n_fresh_images_per_example(mnist_root, n, train_examples, test_examples):
+    from nesy_gedi.data.tasks import build_task_data
+
+    config = load_config(ROOT / "tasks" / f"mnist_addition_n{n}.yaml")
+    splits = build_task_data(config, build_circuit(config), mnist_root)
+    assert len(splits["train"]) == train_examples and len(splits["test"]) == test_examples
+    flat = splits["train"].indices.flatten()
+    assert len(torch.unique(flat)) == len(flat) == 60000
+
+
+# ----------------------------------------------------------------------------- torchrun
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(target: list, args: list, mnist_root: Path, tmp_path: Path, extra_env=None):
+    """Two processes on the loopback interface, CPU only (gloo), with a timeout."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *target, *args]
+    env = dict(os.environ, NESY_GEDI_DATA=str(mnist_root), NESY_GEDI_CACHE=str(tmp_path / "circuits"),
+               CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **(extra_env or {}))
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"torchrun did not finish in {TIMEOUT} s: {' '.join(command)}\n"
+                    f"{(error.stdout or '')[-2000:]}\n{(error.stderr or '')[-2000:]}")
+    assert result.returncode == 0, f"rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def cli_args(out: Path) -> list:
+    args = ["train", str(ADDITION), "--out", str(out)]
+    for item in TINY:
+        args += ["--set", item]
+    return args
+
+
+def perception_parameters(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir)["perception"]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_two_gloo_processes_train_like_one_process_with_twice_the_batch(mnist_root, tmp_path):
+    out = tmp_path / "ddp"
+    result = torchrun(["-m", "nesy_gedi"], cli_args(out), mnist_root, tmp_path)
+
+    # Only rank 0 writes: exactly the run files, one final.json, one metrics line per epoch.
+    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, CONFIG, FINAL, METRICS])
+    assert [r["epoch"] for r in read_metrics(out)] == list(range(1, EPOCHS + 1))
+    final = json.loads((out / FINAL).read_text())
+    assert final["epochs"] == EPOCHS
+    assert result.stdout.count("run directory:") == 1
+
+    # The reference: one process, batch 2 x 16 = 32, same examples and permutation.
+    config = load_config(ADDITION, TINY + ["train.batch_size=32"])
+    single = train(config, tmp_path / "single", data_root=str(mnist_root), device="cpu")
+    ddp_state, single_state = perception_parameters(out), perception_parameters(tmp_path / "single")
+    assert ddp_state.keys() == single_state.keys()
+    for key in single_state:
+        assert torch.allclose(ddp_state[key], single_state[key], rtol=0, atol=1e-5), key
+    assert final["test_label_accuracy"] == pytest.approx(single["test_label_accuracy"])
+
+
+PROBE = textwrap.dedent('''
+    """`python -m nesy_gedi`, recording each rank's final parameters at teardown."""
+    import os
+    import sys
+
+    import torch
+
+    from nesy_gedi import cli, distributed
+
+    seen = {}
+    average_gradients, teardown = distributed.average_gradients, distributed.teardown
+
+    def recording_average_gradients(module, state):
+        seen["module"] = module
+        return average_gradients(module, state)
+
+    def recording_teardown(state):
+        state_dict = {k: v.detach().cpu().clone() for k, v in seen["module"].state_dict().items()}
+        torch.save({"rank": state.rank, "world_size": state.world_size, "state": state_dict},
+                   os.path.join(os.environ["PROBE_DIR"], f"rank{state.rank}.pt"))
+        teardown(state)
+
+    distributed.average_gradients = recording_average_gradients
+    distributed.teardown = recording_teardown
+    sys.exit(cli.main(sys.argv[1:]))
+''')
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_both_ranks_end_with_the_same_parameters(mnist_root, tmp_path):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    launcher = tmp_path / "launch_probe.py"
+    launcher.write_text(PROBE)
+    out = tmp_path / "ddp"
+    torchrun([str(launcher)], cli_args(out), mnist_root, tmp_path, {"PROBE_DIR": str(probe_dir)})
+
+    ranks = [torch.load(probe_dir / f"rank{r}.pt") for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    checkpoint = perception_parameters(out)
+    for key, value in ranks[0]["state"].items():
+        # Both ranks apply the same all-reduced gradients to the same broadcast start.
+        assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
+        assert torch.equal(checkpoint[key], value), key
+    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, CONFIG, FINAL, METRICS])
