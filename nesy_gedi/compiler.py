@@ -24,11 +24,11 @@ import numpy as np
 from pysdd.sdd import SddManager, SddNode, Vtree
 
 from .errors import LogicError
-from .logic.ground import Knowledge, ground, load_knowledge, read_logic_file  # noqa: F401
+from .logic.ground import Knowledge, ground, read_logic_file
 from .logic.syntax import parse
 
 COMPILER_VERSION = "2"
-VTREE_TYPES = ("blocks", "right", "balanced", "left")
+VTREE_TYPES = ("blocks", "right", "balanced")  # a left-linear vtree blows up on one-hot tables
 
 
 @dataclass
@@ -350,7 +350,8 @@ def compile_file(path: str | Path, params: dict | None = None, vtree_type: str =
         try:
             directory = _write_cache_entry(cache_root, key, manager, root, meta)
         except OSError as error:
-            warnings.warn(f"cannot write the circuit cache in {cache_root} ({error}); compiling without it")
+            warnings.warn(f"cannot write the circuit cache in {cache_root} ({error}); compiling without it",
+                          stacklevel=2)
     temporary = directory is None
     if temporary:
         directory = Path(tempfile.mkdtemp(prefix="nesy-gedi-sdd-"))

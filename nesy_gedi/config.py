@@ -74,6 +74,7 @@ class GediConfig:
     invariance: float = 1.0
     prior: float = 1.0
     energy_magnitude: float = 0.0
+    temperature: float = 1.0  # p(y|x) = softmax(f(x) / temperature) in the invariance and prior terms
     augment: str = "digits"
     augment_options: dict = field(default_factory=dict)  # keyword options of the augmentation
     sgld: SGLDConfig = field(default_factory=SGLDConfig)

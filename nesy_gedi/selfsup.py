@@ -57,6 +57,7 @@ class SelfSupervised(nn.Module):
         sgld: dict | None = None,
         swav_temperature: float = 0.1,
         swav_epsilon: float = 0.05,
+        temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -80,6 +81,9 @@ class SelfSupervised(nn.Module):
         self.augment = build_augment(augment, **self.augment_options)
         self.swav_temperature = float(swav_temperature)
         self.swav_epsilon = float(swav_epsilon)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
         self.last_stats: dict[str, Tensor] = {}
         self.sampler: SGLDSampler | None = None
         if self.generative:
@@ -110,7 +114,7 @@ class SelfSupervised(nn.Module):
             return cls(g.method, sample_shape, num_clusters, weights=weights, augment=g.augment,
                        augment_options=g.augment_options, sgld=sgld,
                        swav_temperature=g.swav_temperature, swav_epsilon=g.swav_epsilon,
-                       generator=generator)
+                       temperature=g.temperature, generator=generator)
         except ValueError as error:
             raise ConfigError(f"gedi: {error}") from None
 
@@ -180,7 +184,10 @@ class SelfSupervised(nn.Module):
             self.last_stats["energy_data"] = energy(logits_data).detach().mean()
             self.last_stats["energy_negative"] = energy(logits_negative).detach().mean()
         if needs_views:
-            view_a, view_b = logits[-2], logits[-1]
+            # The cluster posterior softmax(f / T); T < 1 sharpens it. At T = 1 (GEDI's own
+            # definition) a freshly initialised network sits near the saddle where every
+            # posterior is uniform, which the invariance term leaves only slowly.
+            view_a, view_b = logits[-2] / self.temperature, logits[-1] / self.temperature
         return gedi_objective(logits_data, logits_negative, view_a, view_b, self.weights)
 
     def extra_repr(self) -> str:

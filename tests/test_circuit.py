@@ -63,21 +63,17 @@ def close(a: float, b: float, tol: float = 1e-7) -> bool:
 
 
 # ----------------------------------------------------------------------------- random knowledge
-def _random_cases(count: int, seed: int):
-    rng = random.Random(seed)
-    produced, attempts = 0, 0
-    while produced < count:
-        attempts += 1
-        assert attempts < 20 * count, "the generator makes too many unsatisfiable knowledge bases"
-        kb = random_kb(rng)
-        yield kb, rng
-        produced += 1
+CASES = 60
 
 
 def test_random_knowledge_matches_brute_force_and_pysdd(tmp_path):
+    """Random knowledge bases (tests/random_logic.py): the circuit, PySDD's WMC and brute force agree,
+    without label evidence, with full and partial (-1) evidence, and the exact prediction too."""
     checked = unsatisfiable = 0
     np_rng = np.random.default_rng(0)
-    for case, (kb, rng) in enumerate(_random_cases(30, seed=1234)):
+    rng = random.Random(1234)
+    for case in range(CASES):
+        kb = random_kb(rng)
         path = tmp_path / f"kb{case}.logic"
         path.write_text(kb.text)
         models = kb.models()
@@ -122,7 +118,7 @@ def test_random_knowledge_matches_brute_force_and_pysdd(tmp_path):
             scores = [kb.log_probability(models, probs, dict(zip(kb.labels, t))) for t in candidates]
             assert tuple(predicted[row]) == candidates[int(np.argmax(scores))]
         checked += 1
-    assert checked >= 20 and unsatisfiable + checked == 30
+    assert checked >= CASES // 2 and unsatisfiable + checked == CASES
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -269,7 +265,7 @@ def test_vtree_types_give_identical_outputs(tmp_path):
     random_path.write_text(kb.text)
     for path, params in ((ADDITION, {"N": 2}), (random_path, None)):
         outputs = []
-        for vtree_type in ("blocks", "right", "balanced", "left"):
+        for vtree_type in ("blocks", "right", "balanced"):
             circuit = circuit_for(path, params, vtree_type=vtree_type)
             log_probs = random_log_probs(np.random.default_rng(4), circuit, batch=5)
             labels = torch.tensor([[v.domain[i % len(v.domain)] if i % 2 else -1 for v in circuit.labels]

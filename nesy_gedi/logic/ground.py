@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from . import syntax as ast
 # Limits: every one of them turns a runaway file into a clear LogicError instead of a hang.
 MAX_DOMAIN_SIZE = 10_000  # values of one variable
 MAX_SCOPE_ASSIGNMENTS = 4_000_000  # joint assignments of one ground constraint's scope
-MAX_TOTAL_ASSIGNMENTS = 100_000_000  # ... added over all ground constraints
+MAX_TOTAL_ASSIGNMENTS = 50_000_000  # ... added over all ground constraints
 MAX_GROUND_CONSTRAINTS = 100_000  # ground instances of constraints (forall bindings), kept or not
 MAX_FAMILY_SIZE = 100_000  # members of one family, values of one index range
 MAX_VARIABLES = 100_000  # ground variables in all
@@ -429,9 +430,15 @@ class _Grounder:
         return Ground("op", "int", "sum", tuple(variable_terms), line)
 
     def fold(self, op: str, children: tuple, result_type: str, line: int) -> Ground:
+        """An operation node, or its value when every operand is a constant (computed with
+        Python integers: grounding folds constants for every binding, so this is hot)."""
         if all(c.kind == "const" for c in children):
-            values = [np.int64(c.value) if c.type == "int" else np.bool_(c.value) for c in children]
-            value = _apply(op, values, line, self, True)
+            values = [c.value for c in children]
+            if op in ("//", "%") and values[1] == 0:
+                raise self.error(f"division by zero: the right side of '{op}' can be 0", line)
+            value = _CONSTANT_OPERATIONS[op](*values)
+            if result_type == "int" and abs(value) > _SAFE_INTEGER:
+                raise self.error("integer overflow: a value exceeds 2**53", line)
             return _const(bool(value) if result_type == "bool" else int(value), line)
         return Ground("op", result_type, op, children, line)
 
@@ -505,6 +512,16 @@ _OPERATIONS = {
     "->": lambda a, b: np.logical_or(np.logical_not(a), b),
     "<->": np.equal,
     "min": lambda *xs: _reduce(np.minimum, xs), "max": lambda *xs: _reduce(np.maximum, xs),
+}
+
+
+_CONSTANT_OPERATIONS = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv, "%": operator.mod,
+    "neg": operator.neg, "abs": abs, "int": int,
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "and": lambda a, b: a and b, "or": lambda a, b: a or b, "not": operator.not_,
+    "->": lambda a, b: (not a) or b, "<->": operator.eq,
+    "min": lambda *xs: min(xs), "max": lambda *xs: max(xs),
 }
 
 

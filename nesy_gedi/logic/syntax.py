@@ -220,7 +220,7 @@ class _Parser:
         self.path = path
         self.source = source
         self.depth = 0  # current recursion (nesting) depth of the parser
-        self.heights: dict = {}  # id(node) -> height of the syntax tree below it
+        self.heights: dict = {}  # id(node) -> (height of the syntax tree below it, node)
 
     @contextmanager
     def nested(self):
@@ -235,11 +235,11 @@ class _Parser:
 
     def node(self, node: Node, *children) -> Node:
         """Record a composite node's height; reject trees too deep to evaluate safely."""
-        height = 1 + max((self.heights.get(id(c), 1) for c in children if c is not None), default=1)
+        height = 1 + max((self.heights.get(id(c), (1,))[0] for c in children if c is not None), default=1)
         if height > MAX_DEPTH:
             raise LogicError(f"expression is more than {MAX_DEPTH} levels deep; "
                              f"write long sums with sum(...) or split the constraint", self.path, node.line)
-        self.heights[id(node)] = height
+        self.heights[id(node)] = (height, node)  # the node is kept so that its id stays unique
         return node
 
     def source_text(self, first: int, last: int) -> str:
@@ -494,6 +494,8 @@ class _Parser:
             return inner
         if token.kind == "keyword" and token.text == "if":
             raise self.error("inside a larger expression, write (if ... then ... else ...) in parentheses")
+        if token.kind == "keyword" and token.text == "not":
+            raise self.error("inside a comparison or arithmetic, write (not ...) in parentheses")
         if token.kind == "keyword":
             raise self.error(f"unexpected keyword {token.text!r} in an expression")
         if token.kind == "op" and token.text == "=":
@@ -506,7 +508,11 @@ def parse(text: str, path: str = "<string>") -> Program:
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte-order mark some editors write
     tokens = tokenize(text, path)
-    return _Parser(tokens, path, text).program()
+    parser = _Parser(tokens, path, text)
+    try:
+        return parser.program()
+    except RecursionError:  # only when called with little stack left: the limits above apply first
+        raise LogicError("the file is nested too deeply to parse", path, parser.token.line) from None
 
 
 def parse_expression(text: str, path: str = "<string>") -> Node:
