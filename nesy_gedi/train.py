@@ -33,6 +33,9 @@ from .evaluate import evaluate_split
 from .models.backbones import build_backbone
 from .objectives.entropy import concept_entropy_loss
 from .objectives.semantic import semantic_loss
+from .selfsup import SelfSupervised
+from .sgld import NonFiniteError
+from .pretrain import NonFiniteGuard, load_pretrained_backbone
 from .runs import (CONFIG, FINAL, append_metrics, load_checkpoint, read_metrics, save_checkpoint,
                    select_device, truncate_metrics, write_json)
 
@@ -62,7 +65,6 @@ def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
 def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, in_channels: int) -> Perception:
     backbone = build_backbone(config.model.backbone, circuit.concept_domain_size, in_channels)
     if config.model.init:
-        from .pretrain import load_pretrained_backbone
         load_pretrained_backbone(config.model.init, backbone)
     return Perception(backbone)
 
@@ -116,7 +118,6 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
     perception = build_perception(config, circuit, train_set.images.shape[1]).to(device)
     selfsup = None
     if mode in ("sl+gedi", "gedi->sl", "sl+swav"):
-        from .selfsup import SelfSupervised
         gedi_config = config.gedi
         if mode == "sl+swav":
             gedi_config.method = "swav"
@@ -128,6 +129,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
     steps_per_epoch = -(-len(distributed.shard(torch.arange(len(train_set)), dist)) // config.train.batch_size)
     scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch)
     observed_concepts = supervised_rows(len(train_set), config.train.concept_supervision, config.train.seed)
+    guard = NonFiniteGuard(config.train.max_nonfinite_recoveries, run_dir if dist.is_main else None)
     pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
     total_epochs = pretrain_epochs + config.train.epochs
 
@@ -154,7 +156,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         started, totals = time.perf_counter(), {}
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{total_epochs} ({phase})", leave=False,
                         disable=not (config.train.progress and dist.is_main))
-        for rows in progress:
+        for step, rows in enumerate(progress, start=1):
             images, concepts, labels = (t.to(device) for t in train_set.batch(rows))
             terms = {}
             if phase == "train":
@@ -170,13 +172,21 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
             if selfsup is not None and (phase == "pretrain" or mode in ("sl+gedi", "sl+swav")):
                 weight = 1.0 if phase == "pretrain" else config.gedi.weight
-                gedi_terms = selfsup.losses(perception.backbone, images.flatten(0, 1), generator)
+                try:
+                    gedi_terms = selfsup.losses(perception.backbone, images.flatten(0, 1), generator)
+                except NonFiniteError as error:  # SGLD diverged: reset its buffer and skip the step
+                    guard.recover(selfsup, generator, epoch=epoch + 1, step=step, reason=str(error))
+                    continue
                 terms.update({f"gedi_{k}": weight * v for k, v in gedi_terms.items() if k != "total"})
                 terms["gedi"] = weight * gedi_terms["total"]
             loss = sum(v for k, v in terms.items() if not k.startswith("gedi_"))
             if not distributed.all_finite(loss.detach(), dist):
-                raise NesyError(f"non-finite loss at epoch {epoch + 1} ({ {k: float(v) for k, v in terms.items()} }); "
-                                f"the last checkpoint in {run_dir} is intact")
+                reason = f"non-finite loss ({ {k: float(v) for k, v in terms.items()} })"
+                if selfsup is None:
+                    raise NesyError(f"{reason} at epoch {epoch + 1}, step {step}; the last checkpoint in "
+                                    f"{run_dir} is intact")
+                guard.recover(selfsup, generator, epoch=epoch + 1, step=step, reason=reason)
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.average_gradients(perception, dist)
