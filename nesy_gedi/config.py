@@ -95,6 +95,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    augment: str = "none"  # augmentation of the perception's images under the semantic loss: none | digits | natural
     concept_supervision: float = 0.0  # fraction of training examples whose concepts are observed
     entropy_weight: float = 1.0  # for sl+entropy
     max_nonfinite_recoveries: int = 3
@@ -198,6 +199,11 @@ def _check(config: TaskConfig, path: str) -> None:
                        ("gedi.sgld.reinit_prob", config.gedi.sgld.reinit_prob)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}: must be between 0 and 1, got {value}", path)
+    from .data.augment import AUGMENT_NAMES
+
+    for key, value in (("train.augment", config.train.augment), ("gedi.augment", config.gedi.augment)):
+        if value not in AUGMENT_NAMES:
+            raise ConfigError(f"{key}: unknown augmentation {value!r} (choose from {', '.join(AUGMENT_NAMES)})", path)
     if config.train.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"train.lr_schedule: expected constant or cosine, got {config.train.lr_schedule!r}", path)
     if config.train.lr <= 0:

@@ -103,8 +103,12 @@ def pretrain(
     checkpoint = load_checkpoint(run_dir, map_location=device) if resume else None
     if checkpoint is not None:
         start_epoch = _restore(checkpoint, backbone, selfsup, optimizer, guard, run_dir)
-        truncate_metrics(run_dir, start_epoch)
         log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
+    elif config.model.init:  # continue from another pretrain run's backbone
+        load_pretrained_backbone(config.model.init, backbone)
+        log(f"backbone initialised from {config.model.init}")
+    if resume:  # drop records of epochs after the checkpoint (or of a run that never made one)
+        truncate_metrics(run_dir, start_epoch)
     guard.last_good_epoch = start_epoch
 
     # ---------------------------------------------------------------- 5. the loop
@@ -129,7 +133,7 @@ def pretrain(
     # ---------------------------------------------------------------- 6. final evaluation
     final = _final_report(config, data, backbone, selfsup, guard, run_dir, data_root, device)
     write_json(run_dir / FINAL, final)
-    log(f"final: " + "  ".join(f"{k} {final[k]:.3f}" for k in ("cluster_accuracy", "nmi", "ari")
+    log("final: " + "  ".join(f"{k} {final[k]:.3f}" for k in ("cluster_accuracy", "nmi", "ari")
                                 if isinstance(final.get(k), float)))
     return final
 
@@ -345,7 +349,7 @@ def cluster_statistics(assignments: Tensor, num_clusters: int) -> dict:
     counts = torch.bincount(assignments, minlength=num_clusters).double()
     fractions = counts / counts.sum().clamp_min(1)
     nonzero = fractions[fractions > 0]
-    entropy = float(-(nonzero * nonzero.log()).sum()) / math.log(num_clusters) if num_clusters > 1 else 0.0
+    entropy = max(0.0, float(-(nonzero * nonzero.log()).sum()) / math.log(num_clusters)) if num_clusters > 1 else 0.0
     return {"largest_cluster": float(fractions.max()), "cluster_entropy": entropy,
             "clusters_used": int((counts > 0).sum())}
 

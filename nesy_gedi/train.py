@@ -26,6 +26,7 @@ from . import distributed
 from .circuit import KnowledgeCircuit
 from .compiler import compile_file
 from .config import TaskConfig, save_config
+from .data.augment import build_augment
 from .data.images import resolve_data_root
 from .data.tasks import TupleDataset, build_task_data
 from .errors import ConfigError, NesyError
@@ -124,6 +125,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         selfsup = SelfSupervised.from_config(gedi_config, tuple(train_set.images.shape[1:]),
                                              circuit.concept_domain_size).to(device)
     distributed.synchronise_parameters(perception, dist)
+    augment = build_augment(config.train.augment)
     optimizer = torch.optim.Adam(perception.parameters(), lr=config.train.lr,
                                  weight_decay=config.train.weight_decay)
     steps_per_epoch = -(-len(distributed.shard(torch.arange(len(train_set)), dist)) // config.train.batch_size)
@@ -160,7 +162,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             images, concepts, labels = (t.to(device) for t in train_set.batch(rows))
             terms = {}
             if phase == "train":
-                concept_logits = perception(images)
+                concept_logits = perception(augment(images.flatten(0, 1), generator).view_as(images))
                 log_probs = F.log_softmax(concept_logits, dim=-1)
                 terms["semantic"] = semantic_loss(circuit(log_probs, labels))
                 if config.train.concept_supervision > 0:
