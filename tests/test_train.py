@@ -104,10 +104,11 @@ def quick_config(*extra):
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_short_training_beats_chance_by_far(mnist_root, tmp_path):
-    final = train(quick_config("train.epochs=1"), tmp_path / "run", data_root=str(mnist_root))
-    # Chance for the sum is the frequency of the commonest sum, 10 %.
-    assert final["test_label_accuracy"] > 0.5
-    assert final["test_concept_accuracy"] > 0.7
+    final = train(quick_config("train.epochs=2"), tmp_path / "run", data_root=str(mnist_root))
+    # Chance for the sum is the frequency of the commonest sum, 10 %; this setting measured
+    # 85-88 % over seeds 0-2.
+    assert final["test_label_accuracy"] > 0.6
+    assert final["test_concept_accuracy"] > 0.8
     for name in ("config.yaml", "metrics.jsonl", CHECKPOINT, "final.json"):
         assert (tmp_path / "run" / name).exists()
     written = json.loads((tmp_path / "run" / "final.json").read_text())
