@@ -27,10 +27,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
+from scaling import machine_info  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
 TABLE = (  # key, header, format
@@ -175,6 +177,8 @@ def main(argv=None) -> dict:
         "figures": figures,
         "total_seconds": time.perf_counter() - started,
         "torch": torch.__version__,
+        "markdown": "```\n" + format_table(summary) + "\n```",
+        "machine": machine_info(),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()

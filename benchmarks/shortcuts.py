@@ -33,6 +33,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scaling import machine_info  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 
 TASKS = {
@@ -196,6 +198,8 @@ def main(argv=None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "table": rows,
         "runs": runs,
+        "markdown": markdown(rows),
+        "machine": machine_info(args.device),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,163 @@
+"""Render the README's results section from benchmarks/results/*.json (no figure typed by hand).
+
+    python benchmarks/report.py            # rewrite README.md between the results markers
+    python benchmarks/report.py --print    # print the section instead
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pct(mean, std=None) -> str:
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * mean:.2f}"
+
+
+def provenance(data: dict) -> str:
+    machine = data.get("machine", {})
+    device = machine.get("device", "cpu")
+    threads = machine.get("torch_threads")
+    where = (f"{machine.get('cpu_count')}-core x86_64 CPU, {threads} torch thread(s)" if device == "cpu"
+             else device)
+    load_average = machine.get("load_average_1m")
+    busy = f", 1-min load average {load_average:.1f} (shared machine)" if load_average else ""
+    return (f"`{machine.get('command', '?')}` — {where}{busy}, torch {machine.get('torch', '?')}, "
+            f"{str(machine.get('date', '?'))[:10]}")
+
+
+def addition_section() -> list[str]:
+    lines = ["### MNIST-addition (semantic loss, exact inference)", "",
+             "| N | seeds | epochs | sum accuracy after epoch 1 | after last epoch | digit accuracy (last) "
+             "| s / epoch | prediction |", "|---|---|---|---|---|---|---|---|"]
+    sources = []
+    for n in (1, 2, 4, 15):
+        data = load(f"addition_n{n}")
+        if data is None:
+            continue
+        summary = data["summary"]
+        epochs = sorted(int(k.split("_")[1]) for k in summary if k.startswith("epoch_"))
+        first, last = summary[f"epoch_{epochs[0]}"], summary[f"epoch_{epochs[-1]}"]
+        lines.append(
+            f"| {n} | {len(data['seeds']) if isinstance(data['seeds'], list) else data['seeds']} | {epochs[-1]} "
+            f"| {pct(first['sum_accuracy_mean'], first['sum_accuracy_std'])} "
+            f"| {pct(last['sum_accuracy_mean'], last['sum_accuracy_std'])} "
+            f"| {pct(last['digit_accuracy_mean'], last['digit_accuracy_std'])} "
+            f"| {summary['seconds_per_epoch_mean']:.1f} ± {summary['seconds_per_epoch_std']:.1f} "
+            f"| {', '.join(summary['prediction'])} |")
+        sources.append(f"- N={n}: {provenance(data)}")
+    lines += ["", "Published: DeepProbLog 97.2 ± 0.5 (N=1); DeepStochLog 97.9 ± 0.1 (N=1); A-NeSI 95.96 / 92.56 "
+              "/ 76.84 (N=2 / 4 / 15). `exact` = the most probable sum over all sums the knowledge "
+              "allows; `argmax-concepts` = the sum of the most probable digits.", ""] + sources
+    return lines
+
+
+def circuit_section() -> list[str]:
+    lines = []
+    scaling = load("scaling")
+    if scaling:
+        lines += ["### Circuit size and speed by N (`logic/addition.logic`, blocks vtree)", "",
+                  "| N | SDD size | nodes | compile s | KLay layers | fwd+bwd examples/s (batch 1024) |",
+                  "|---|---|---|---|---|---|"]
+        for row in scaling["rows"]:
+            lines.append(f"| {row['N']} | {row['sdd_size']} | {row['sdd_nodes']} | {row['compile_seconds']:.3f} "
+                         f"| {row['depth']} | {row['examples_per_second']:,.0f} |")
+        lines += ["", f"- {provenance(scaling)}"]
+    throughput = load("circuit_throughput_n1")
+    if throughput:
+        row = throughput["rows"][0]
+        lines += [f"- N=1 circuit forward+backward at batch 1024: median {row['examples_per_second']:,.0f} "
+                  f"examples/s, best {row['examples_per_second_best']:,.0f} (target 100 000): {provenance(throughput)}"]
+    return lines + [""]
+
+
+def peer_section() -> list[str]:
+    lines = []
+    for n in (1, 2):
+        data = load(f"peer_deepproblog_n{n}")
+        if data is None:
+            continue
+        systems = data["systems"]
+        subset = f"{data['train_pairs']} of {data['full_epoch_pairs']} training pairs" if data.get("subset") else \
+            f"all {data['train_pairs']} training pairs"
+        lines += [f"### Side by side with DeepProbLog 2.1.0, N={n} ({subset}, same pairs, network, "
+                  f"initial weights and batches)", "",
+                  "| system | batch | sum accuracy | digit accuracy | train seconds | s / pair |",
+                  "|---|---|---|---|---|---|"]
+        for key, system in systems.items():
+            lines.append(f"| {system['system']} | {system['batch']} | {pct(system['sum_accuracy'])} "
+                         f"| {pct(system['digit_accuracy'])} | {system['train_seconds']:.2f} "
+                         f"| {system['seconds_per_pair']:.5f} |")
+        lines += ["", f"- DeepProbLog / nesy-gedi time at the same batch size: "
+                      f"{data['time_ratio_deepproblog_over_nesy_gedi']:.1f}×; "
+                      f"largest weight difference after training: {data['max_abs_weight_difference_after_training']:.1e}",
+                  f"- {provenance(data)}", ""]
+    return lines
+
+
+def gedi_toy_section() -> list[str]:
+    data = load("gedi_toy")
+    if data is None:
+        return []
+    lines = ["### GEDI on 2-D toy data (NMI, mean ± std over seeds)", "",
+             "| data | method | NMI | largest cluster | marginal entropy | invariance | noise AUROC | energy gap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset, methods in data["summary"].items():
+        for method, stats in methods.items():
+            def m(key):
+                value = stats.get(key, {})
+                return f"{value['mean']:.3f}" if value else "–"
+            lines.append(f"| {dataset} | {method} | {stats['nmi']['mean']:.3f} ± {stats['nmi']['std']:.3f} "
+                         f"| {m('largest_cluster')} | {m('marginal_entropy')} | {m('invariance')} "
+                         f"| {m('ood_auroc_noise')} | {m('energy_gap')} |")
+    seeds = data["settings"]["seeds"]
+    lines += ["", f"- `python benchmarks/gedi_toy.py` — seeds {seeds}, {data['settings']['threads']} thread, "
+                  f"{data['total_seconds']:.0f} s in all, torch {data.get('torch', '?')}"]
+    return lines + [""]
+
+
+def generic_section(name: str, title: str) -> list[str]:
+    data = load(name)
+    if data is None or "markdown" not in data:
+        return []
+    return [f"### {title}", "", data["markdown"].strip(), "", f"- {provenance(data)}", ""]
+
+
+def render() -> str:
+    lines = ["All figures below are rendered from `benchmarks/results/*.json` by "
+             "`python benchmarks/report.py`; each names the command, machine and date it came from. "
+             "This machine is a shared 2-core CPU (other jobs were running), so seconds are upper bounds.", ""]
+    lines += addition_section() + [""] + circuit_section() + peer_section() + gedi_toy_section()
+    lines += generic_section("gedi_mnist", "GEDI on MNIST (no labels)")
+    lines += generic_section("shortcuts", "Reasoning shortcuts: the shortcut table")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--print", action="store_true", help="print instead of rewriting README.md")
+    args = parser.parse_args()
+    section = render()
+    if args.print:
+        print(section)
+        return
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    readme.write_text(text[:start] + "\n" + section + text[end:])
+    print(f"updated {readme}")
+
+
+if __name__ == "__main__":
+    main()
