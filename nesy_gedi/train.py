@@ -64,7 +64,7 @@ def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
 
 
 def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, in_channels: int) -> Perception:
-    backbone = build_backbone(config.model.backbone, circuit.concept_domain_size, in_channels)
+    backbone = build_backbone(config.model.backbone, circuit.concept_domain_size, in_channels, **config.model.options)
     if config.model.init:
         load_pretrained_backbone(config.model.init, backbone)
     return Perception(backbone)
