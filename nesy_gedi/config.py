@@ -280,6 +280,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TaskCon
 def config_from_dict(data: dict, source: str = "<config>") -> TaskConfig:
     config = _build(TaskConfig, data, source)
     config.source = source
+    # Modes that imply a setting resolve it here, so config.yaml shows what actually ran.
+    if config.train.mode == "sl+concepts" and config.train.concept_supervision == 0.0:
+        config.train.concept_supervision = 0.1
+    if config.train.mode == "sl+swav":
+        config.gedi.method = "swav"
     if config.logic is not None:
         config.logic.file = str(resolve_logic_path(config.logic.file, source))
     _check(config, source)

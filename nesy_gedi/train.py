@@ -106,8 +106,6 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
     mode = config.train.mode
-    if mode == "sl+concepts" and config.train.concept_supervision == 0.0:
-        config.train.concept_supervision = 0.1
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / CONFIG)
@@ -119,10 +117,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
     perception = build_perception(config, circuit, train_set.images.shape[1]).to(device)
     selfsup = None
     if mode in ("sl+gedi", "gedi->sl", "sl+swav"):
-        gedi_config = config.gedi
-        if mode == "sl+swav":
-            gedi_config.method = "swav"
-        selfsup = SelfSupervised.from_config(gedi_config, tuple(train_set.images.shape[1:]),
+        selfsup = SelfSupervised.from_config(config.gedi, tuple(train_set.images.shape[1:]),
                                              circuit.concept_domain_size).to(device)
     distributed.synchronise_parameters(perception, dist)
     augment = build_augment(config.train.augment)
