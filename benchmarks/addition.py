@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import RESULTS, ROOT, machine_info, write_result  # noqa: E402
+from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
 
 
 def task_file(n: int) -> Path:

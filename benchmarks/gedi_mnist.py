@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
-from scaling import machine_info  # noqa: E402
+from common import machine_info  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
 TABLE = (  # key, header, format

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import RESULTS, ROOT, machine_info, write_result  # noqa: E402
+from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
 
 FULL_PAIRS = {n: 60000 // (2 * n) for n in range(1, 16)}
 

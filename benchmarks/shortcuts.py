@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import machine_info  # noqa: E402
+from common import machine_info  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 
 TASKS = {
