@@ -44,3 +44,26 @@ def write_result(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def mean_std(group: list, keys) -> dict:
+    """{key: {mean, std, values}} over the runs in `group` that report a number for `key`."""
+    import numpy as np
+
+    stats = {}
+    for key in keys:
+        values = np.array([r[key] for r in group if isinstance(r.get(key), (int, float))], dtype=float)
+        if values.size:
+            stats[key] = {"mean": float(values.mean()), "std": float(values.std()),
+                          "values": [float(v) for v in values]}
+    return stats
+
+
+def render_table(header: list, rows: list) -> str:
+    """A plain-text table with left-aligned columns."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+
+    def render(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+
+    return "\n".join([render(header), render(["-" * w for w in widths])] + [render(c) for c in rows])

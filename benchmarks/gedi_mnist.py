@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
-from common import machine_info  # noqa: E402
+from common import machine_info, mean_std, render_table  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
 TABLE = (  # key, header, format
@@ -99,11 +98,7 @@ def summarise(rows: list[dict]) -> dict:
     for method in dict.fromkeys(r["method"] for r in rows):
         group = [r for r in rows if r["method"] == method]
         stats = {"runs": len(group), "failed": sum("error" in r for r in group)}
-        for key, _, _ in TABLE:
-            values = np.array([r[key] for r in group if isinstance(r.get(key), (int, float))], dtype=float)
-            if values.size:
-                stats[key] = {"mean": float(values.mean()), "std": float(values.std()),
-                              "values": [float(v) for v in values]}
+        stats.update(mean_std(group, [key for key, _, _ in TABLE]))
         summary[method] = stats
     return summary
 
@@ -123,9 +118,7 @@ def format_table(summary: dict) -> str:
                 cells.append(fmt.format(s["mean"]))
         cells.append(f"{stats['failed']}/{stats['runs']}")
         lines.append(cells)
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
-    render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([render(header), render(["-" * w for w in widths])] + [render(c) for c in lines])
+    return render_table(header, lines)
 
 
 def main(argv=None) -> dict:

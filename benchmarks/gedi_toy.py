@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +41,9 @@ from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.data.augment import build_augment  # noqa: E402
 from nesy_gedi.objectives import invariance  # noqa: E402
 from nesy_gedi.pretrain import build_model, load_pretrain_data, load_pretrained_backbone, pretrain  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import mean_std, render_table  # noqa: E402
 
 METHODS = ("jem", "no-gen", "gedi")
 DATASETS = ("moons", "circles")
@@ -120,13 +122,8 @@ def summarise(rows: list[dict]) -> dict:
     out: dict = {}
     for dataset, by_method in summary.items():
         for method, group in by_method.items():
-            stats = {}
-            for key, _, _ in TABLE + (("ari", "", ""), ("cluster_entropy", "", "")):
-                values = np.array([r[key] for r in group if isinstance(r.get(key), (int, float))], dtype=float)
-                if values.size:
-                    stats[key] = {"mean": float(values.mean()), "std": float(values.std()),
-                                  "values": [float(v) for v in values]}
-            out.setdefault(dataset, {})[method] = stats
+            keys = [key for key, _, _ in TABLE] + ["ari", "cluster_entropy"]
+            out.setdefault(dataset, {})[method] = mean_std(group, keys)
     return out
 
 
@@ -145,9 +142,7 @@ def format_table(summary: dict) -> str:
                 else:
                     cells.append(fmt.format(s["mean"]))
             lines.append(cells)
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *lines)]
-    render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([render(header), render(["-" * w for w in widths])] + [render(c) for c in lines])
+    return render_table(header, lines)
 
 
 def save_figure(dataset: str, methods: list[str], runs_dir: Path, out_dir: Path) -> Path | None:
