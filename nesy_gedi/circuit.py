@@ -47,6 +47,13 @@ class KnowledgeCircuit(nn.Module):
         if not self.concepts:
             raise ValueError(f"{knowledge.path}: the knowledge declares no concept")
         self.concept_domain_size = max(len(v.domain) for v in self.concepts)
+        # The perception network predicts positions in the first concept's domain.
+        domain = self.concepts[0].domain
+        self.concept_low = min(domain)
+        lookup = torch.full((max(domain) - self.concept_low + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(domain) - self.concept_low] = torch.arange(len(domain))
+        self.register_buffer("concept_domain", torch.tensor(domain, dtype=torch.long), persistent=False)
+        self.register_buffer("concept_lookup", lookup, persistent=False)
         self.module = _klay_module(compiled, "log", bool(compile_module))
 
         # The literal order KLay expects is the SDD's variable order; build one gather
@@ -125,6 +132,17 @@ class KnowledgeCircuit(nn.Module):
         return self.module(weights, torch.zeros_like(weights)).squeeze(-1)
 
     # ------------------------------------------------------------------ reasoning
+    def concept_values(self, positions: torch.Tensor) -> torch.Tensor:
+        """Concept domain positions -> concept values."""
+        return self.concept_domain[positions]
+
+    def concept_positions(self, values: torch.Tensor) -> torch.Tensor:
+        """Concept values -> domain positions; -1 for a value outside the domain."""
+        offset = values.long() - self.concept_low
+        inside = (offset >= 0) & (offset < len(self.concept_lookup))
+        positions = self.concept_lookup[offset.clamp(0, len(self.concept_lookup) - 1)]
+        return torch.where(inside, positions, torch.full_like(positions, -1))
+
     def one_hot_concepts(self, concept_positions: torch.Tensor) -> torch.Tensor:
         """Concept domain positions [B, P] -> log-probabilities that put all mass on them."""
         one_hot = torch.nn.functional.one_hot(concept_positions.long(), self.concept_domain_size).bool()

@@ -14,13 +14,12 @@ def predict_split(perception, circuit: KnowledgeCircuit, dataset: TupleDataset, 
     """Predicted labels and concepts for every example, next to the truth (all on the CPU)."""
     was_training = perception.training
     perception.eval()
-    domain = torch.tensor(circuit.concepts[0].domain)
     predicted_labels, predicted_concepts, concept_probs = [], [], []
     for rows in torch.arange(len(dataset)).split(batch_size):
         images, _, _ = dataset.batch(rows)
         log_probs = F.log_softmax(perception(images.to(device)), dim=-1)
         predicted_labels.append(circuit.predict(log_probs).cpu())
-        predicted_concepts.append(domain[log_probs.argmax(dim=-1).cpu()])
+        predicted_concepts.append(circuit.concept_values(log_probs.argmax(dim=-1)).cpu())
         concept_probs.append(log_probs.exp().cpu())
     perception.train(was_training)
     return {

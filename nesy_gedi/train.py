@@ -163,7 +163,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                 if config.train.concept_supervision > 0:
                     seen = observed_concepts[rows].to(device)
                     if bool(seen.any()):
-                        targets = _concept_positions(circuit, concepts[seen])
+                        targets = circuit.concept_positions(concepts[seen])
                         terms["concepts"] = F.nll_loss(log_probs[seen].flatten(0, 1), targets.flatten())
                 if mode == "sl+entropy":
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
@@ -220,13 +220,6 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         final = final_report(config, run_dir, circuit, history_seconds, pretrain_epochs)
     distributed.teardown(dist)
     return final
-
-
-def _concept_positions(circuit: KnowledgeCircuit, values: torch.Tensor) -> torch.Tensor:
-    domain = circuit.concepts[0].domain
-    lookup = torch.full((max(domain) + 1,), -1, dtype=torch.long, device=values.device)
-    lookup[torch.tensor(domain, device=values.device)] = torch.arange(len(domain), device=values.device)
-    return lookup[values]
 
 
 def final_report(config: TaskConfig, run_dir: Path, circuit: KnowledgeCircuit, seconds: list,

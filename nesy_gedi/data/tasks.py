@@ -42,16 +42,11 @@ class TupleDataset:
 
 def class_to_position(circuit: KnowledgeCircuit, classes: torch.Tensor, dataset: str) -> torch.Tensor:
     """Image classes -> concept domain positions (classes must be values of the concept domain)."""
-    domain = circuit.concepts[0].domain
-    table = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
-    for position, value in enumerate(domain):
-        if 0 <= value < len(table):
-            table[value] = position
-    positions = table[classes]
+    positions = circuit.concept_positions(classes)
     if bool((positions < 0).any()):
         missing = sorted(set(classes[positions < 0].tolist()))
         raise DataError(f"{dataset} has classes {missing} that are not values of the concept domain "
-                        f"{list(domain)} of {circuit.compiled.knowledge.path}")
+                        f"{list(circuit.concepts[0].domain)} of {circuit.compiled.knowledge.path}")
     return positions
 
 
@@ -132,8 +127,7 @@ def _build_split(images, classes, circuit, tuples: torch.Tensor) -> TupleDataset
     concept_positions = positions[tuples]
     labels, consistent = circuit.deduce_labels(concept_positions)
     keep = consistent.nonzero().flatten()
-    domain = torch.tensor(circuit.concepts[0].domain)
-    return TupleDataset(images, tuples[keep], domain[concept_positions[keep]], labels[keep])
+    return TupleDataset(images, tuples[keep], circuit.concept_values(concept_positions[keep]), labels[keep])
 
 
 def build_task_data(config: TaskConfig, circuit: KnowledgeCircuit, data_root) -> dict:
