@@ -19,8 +19,6 @@ is recorded too, since throughput on a busy CPU is lower.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
