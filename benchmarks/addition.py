@@ -18,25 +18,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine_info, write_result  # noqa: E402
+from common import RESULTS, ROOT, machine_info, spread, write_result  # noqa: E402
 
 
 def task_file(n: int) -> Path:
     specific = ROOT / "tasks" / f"mnist_addition_n{n}.yaml"
     return specific if n != 1 and specific.exists() else ROOT / "tasks" / "mnist_addition.yaml"
-
-
-def mean_std(values: list) -> tuple:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def run_seed(args, seed: int, run_dir: Path) -> dict:
@@ -75,17 +67,17 @@ def summarise(runs: list) -> dict:
     last_epoch = min(len(r["epochs"]) for r in runs)
     summary = {}
     for name, index in (("epoch_1", 0), (f"epoch_{last_epoch}", last_epoch - 1)):
-        sums = [r["epochs"][index]["sum_accuracy"] for r in runs]
-        digits = [r["epochs"][index]["digit_accuracy"] for r in runs]
-        seconds = [r["epochs"][index]["seconds"] for r in runs]
+        sums = spread([r["epochs"][index]["sum_accuracy"] for r in runs])
+        digits = spread([r["epochs"][index]["digit_accuracy"] for r in runs])
+        seconds = spread([r["epochs"][index]["seconds"] for r in runs])
         summary[name] = {
             "epoch": index + 1,
-            "sum_accuracy_mean": mean_std(sums)[0], "sum_accuracy_std": mean_std(sums)[1],
-            "digit_accuracy_mean": mean_std(digits)[0], "digit_accuracy_std": mean_std(digits)[1],
-            "seconds_this_epoch_mean": mean_std(seconds)[0],
+            "sum_accuracy_mean": sums["mean"], "sum_accuracy_std": sums["std"],
+            "digit_accuracy_mean": digits["mean"], "digit_accuracy_std": digits["std"],
+            "seconds_this_epoch_mean": seconds["mean"],
         }
-    every_epoch = [e["seconds"] for r in runs for e in r["epochs"]]
-    summary["seconds_per_epoch_mean"], summary["seconds_per_epoch_std"] = mean_std(every_epoch)
+    every_epoch = spread([e["seconds"] for r in runs for e in r["epochs"]])
+    summary["seconds_per_epoch_mean"], summary["seconds_per_epoch_std"] = every_epoch["mean"], every_epoch["std"]
     summary["prediction"] = sorted({r["prediction"] for r in runs})
     return summary
 

@@ -46,16 +46,26 @@ def write_result(path: Path, data: dict) -> Path:
     return path
 
 
-def mean_std(group: list, keys) -> dict:
-    """{key: {mean, std, values}} over the runs in `group` that report a number for `key`."""
-    import numpy as np
+def spread(values: list) -> dict | None:
+    """{mean, std, n, values} of the numbers in `values` (None entries skipped), or None if
+    there are none. std is the sample standard deviation (n - 1; 0 for a single value): every
+    table in the README reports "mean ± std" with this one definition."""
+    import statistics
 
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not numbers:
+        return None
+    std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    return {"mean": statistics.fmean(numbers), "std": std, "n": len(numbers), "values": numbers}
+
+
+def mean_std(group: list, keys) -> dict:
+    """{key: spread} over the runs in `group` that report a number for `key`."""
     stats = {}
     for key in keys:
-        values = np.array([r[key] for r in group if isinstance(r.get(key), (int, float))], dtype=float)
-        if values.size:
-            stats[key] = {"mean": float(values.mean()), "std": float(values.std()),
-                          "values": [float(v) for v in values]}
+        summary = spread([r.get(key) for r in group])
+        if summary is not None:
+            stats[key] = summary
     return stats
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -34,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402
+from common import machine_info, spread  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 
 TASKS = {
@@ -118,15 +117,6 @@ def run_one(task: Path, mode: str, seed: int, args) -> dict:
     return diagnose_run(run_dir, data_root=args.data_root, device=args.device, quiet=True)
 
 
-def mean_std(values: list) -> dict | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(values)}
-
-
 def summarise(runs: list) -> list:
     rows = []
     for key in dict.fromkeys((r["task"], r["mode"]) for r in runs):
@@ -134,9 +124,11 @@ def summarise(runs: list) -> list:
         row = {"task": key[0], "mode": key[1], "seeds": [r["seed"] for r in group],
                "shortcuts_in_task": group[0]["shortcuts"],
                "runs_that_learned_a_shortcut": sum(bool(r["concept_map_is_shortcut"]) for r in group),
-               "runs_that_learned_the_concepts": sum(bool(r["concept_map_is_identity"]) for r in group)}
+               "runs_that_learned_the_concepts": sum(bool(r["concept_map_is_identity"]) for r in group),
+               "runs_that_learned_a_permutation": sum(bool(r["concept_map_is_shortcut"])
+                                                      and bool(r.get("concept_map_is_permutation")) for r in group)}
         for metric in METRICS:
-            row[metric] = mean_std([r.get(metric) for r in group])
+            row[metric] = spread([r.get(metric) for r in group])
         rows.append(row)
     return rows
 
@@ -148,17 +140,21 @@ def _cell(stats: dict | None) -> str:
 
 
 def markdown(rows: list) -> str:
-    lines = ["| task | mode | seeds | " + " | ".join(HEADERS) + " | learned shortcut | learned concepts |",
+    lines = ["| task | mode | seeds | " + " | ".join(HEADERS)
+             + " | learned shortcut (of which permutations) | learned concepts |",
              "|---|---|---:|" + "---:|" * (len(HEADERS) + 2)]
     for row in rows:
         seeds = len(row["seeds"])
+        permuted = row.get("runs_that_learned_a_permutation")
+        shortcut_cell = f"{row['runs_that_learned_a_shortcut']}/{seeds}" + (f" ({permuted})" if permuted is not None else "")
         lines.append(f"| {row['task']} ({row['shortcuts_in_task']} RS) | {row['mode']} | {seeds} | "
                      + " | ".join(_cell(row[m]) for m in METRICS)
-                     + f" | {row['runs_that_learned_a_shortcut']}/{seeds} | {row['runs_that_learned_the_concepts']}/{seeds} |")
+                     + f" | {shortcut_cell} | {row['runs_that_learned_the_concepts']}/{seeds} |")
     lines.append("")
     lines.append("Percentages, mean ± std over seeds. RS: reasoning shortcuts the task's training support allows "
                  "(shared concept map, counted exactly). \"learned shortcut\": runs whose learned concept map "
-                 "(most frequent prediction per digit) is one of them.")
+                 "(most frequent prediction per digit) is one of them; in brackets, those whose map permutes "
+                 "the digits (right clusters, wrong names), which no clustering prior can rule out.")
     return "\n".join(lines)
 
 
@@ -180,7 +176,8 @@ def main(argv=None) -> int:
                 record = {key: diagnosis.get(key) for key in
                           ("task", "mode", "seed", "run", *METRICS, "concept_macro_f1",
                            "mean_normalised_concept_entropy", "concept_map_is_shortcut", "concept_map_is_identity",
-                           "learned_concept_map", "shortcuts", "concept_maps")}
+                           "concept_map_is_permutation", "learned_concept_map", "shortcuts",
+                           "permutation_shortcuts", "concept_maps")}
                 record["train_seconds"] = final.get("seconds_total")
                 record["epochs"] = final.get("epochs")
                 runs.append(record)

@@ -136,6 +136,8 @@ def command_count_shortcuts(args) -> int:
     else:
         print(f"concept maps that keep every training label: {result['concept_maps']}")
         print(f"reasoning shortcuts (maps other than the identity): {result['shortcuts']}")
+        print(f"shortcuts that permute the concept values: {result['permutation_shortcuts']} "
+              f"(balanced clusters cannot rule these out; concept supervision can)")
     return 0
 
 

@@ -99,6 +99,8 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
         "concept_map_is_identity": identity,
         "concept_map_preserves_labels": keeps_labels,
         "concept_map_is_shortcut": None if keeps_labels is None else keeps_labels and not identity,
+        # A label-preserving permutation: clusters right, names wrong (what GEDI's prior can't exclude).
+        "concept_map_is_permutation": sorted(as_map.values()) == sorted(as_map),
     }
 
 
@@ -151,7 +153,9 @@ def _report(diagnosis: dict, values: list) -> str:
         lines += [f"Reasoning shortcuts of the task: not counted ({count['error']}).", ""]
     else:
         lines += [f"The task's training support allows **{count['concept_maps']}** concept maps that keep every "
-                  f"training label (shared map), i.e. **{count['shortcuts']}** reasoning shortcut(s).", ""]
+                  f"training label (shared map), i.e. **{count['shortcuts']}** reasoning shortcut(s); "
+                  f"{count['permutation_shortcuts']} of them permute the concept values (a balanced "
+                  f"clustering cannot rule those out).", ""]
     verdict = ("**a reasoning shortcut**" if diagnosis["concept_map_is_shortcut"] else
                "the identity (the true concepts)" if diagnosis["concept_map_is_identity"] else
                "not checked against the knowledge" if diagnosis["concept_map_preserves_labels"] is None else
@@ -235,7 +239,8 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
         classes, _ = concept_label_classes(circuit, DIAGNOSE_MAX_CONCEPT_SPACE)
         count = count_shortcuts(circuit, support, per_position=False, classes=classes)
     except NesyError as error:
-        classes, count = None, {"concept_maps": None, "shortcuts": None, "error": str(error)}
+        classes, count = None, {"concept_maps": None, "shortcuts": None, "permutation_shortcuts": None,
+                                "error": str(error)}
 
     results = {}
     for name in ("test", "test_ood"):
@@ -258,12 +263,13 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
         diagnosis["concept_accuracy_ood"] = results["test_ood"]["concept_accuracy"]
     for key in ("concept_accuracy", "concept_macro_f1", "matched_concept_accuracy", "concept_collapse",
                 "mean_normalised_concept_entropy", "confusion_matrix", "concept_map", "concept_map_is_identity",
-                "concept_map_preserves_labels", "concept_map_is_shortcut"):
+                "concept_map_preserves_labels", "concept_map_is_shortcut", "concept_map_is_permutation"):
         diagnosis[key] = test[key]
     diagnosis["learned_concept_map"] = [row["predicted"] if row["predicted"] is not None else row["true"]
                                         for row in test["concept_map"]]
     diagnosis["shortcuts"] = count["shortcuts"]
     diagnosis["concept_maps"] = count["concept_maps"]
+    diagnosis["permutation_shortcuts"] = count.get("permutation_shortcuts")
     diagnosis["shortcut_count"] = count
     diagnosis["splits"] = results
     diagnosis["figures"] = []

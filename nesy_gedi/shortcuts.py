@@ -185,11 +185,39 @@ def shortcut_knowledge(circuit: KnowledgeCircuit, support: np.ndarray | None = N
     return knowledge, len(positions)
 
 
+def with_permutations_only(knowledge: Knowledge) -> Knowledge:
+    """The map knowledge restricted to maps that permute each concept domain.
+
+    A clustering objective with a uniform prior over clusters (GEDI's prior term) rules out
+    maps that merge concept values, but it is blind to a relabelling of balanced clusters:
+    the label-preserving permutations are the shortcuts that only concept supervision (or
+    an asymmetric support) can exclude. A map of a finite domain onto itself is a
+    permutation exactly when it is injective, so one "differs" table per pair of map
+    variables over the same domain and position suffices.
+    """
+    groups: dict = {}
+    for variable in knowledge.variables:
+        groups.setdefault((variable.index[:-1], variable.domain), []).append(variable.id)
+    constraints = list(knowledge.constraints)
+    for (_, domain), ids in groups.items():
+        size = len(domain)
+        differs = np.array([(i, j) for i in range(size) for j in range(size) if i != j], dtype=np.int32)
+        for a, position in enumerate(ids):
+            for other in ids[a + 1:]:
+                names = (knowledge.variables[position].name, knowledge.variables[other].name)
+                constraints.append(Constraint(0, f"{names[0]} != {names[1]}", (position, other), differs))
+    return Knowledge(knowledge.path, knowledge.params, list(knowledge.variables), constraints)
+
+
 # ----------------------------------------------------------------------------- counting
 def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None, per_position: bool = False,
                     list_limit: int = MAX_LISTED_MAPS, max_concept_space: int | None = None,
                     classes: np.ndarray | None = None) -> dict:
     """Count the concept maps that keep every training label; shortcuts = maps - 1 (the identity).
+
+    Also counts the label-preserving maps that permute the concept values
+    (`permutation_maps`, see `with_permutations_only`): the shortcuts left over once the
+    clusters are balanced and sharp, which no clustering prior can tell from the truth.
 
     `support`: allowed ground-truth concept tuples as values [S, P]; None means every concept
     tuple consistent with the knowledge. With at most `list_limit` maps they are listed:
@@ -206,9 +234,12 @@ def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None
     if support_size == 0:
         raise NesyError("no tuple of the training support is consistent with the knowledge")
     manager, root, literal_of, _, model_count = compile_knowledge_uncached(knowledge, "blocks")
+    permutation_count = compile_knowledge_uncached(with_permutations_only(knowledge), "blocks")[4]
     result = {
         "concept_maps": int(model_count),
         "shortcuts": int(model_count) - 1,
+        "permutation_maps": int(permutation_count),
+        "permutation_shortcuts": int(permutation_count) - 1,
         "per_position": bool(per_position),
         "support_size": int(support_size),
         "concept_space": _concept_space_size(circuit),

@@ -42,9 +42,10 @@ def test_diagnose_a_tiny_evenodd_run(tmp_path, mnist_root, capsys, monkeypatch):
     stored = json.loads((run_dir / DIAGNOSIS).read_text())
     for key in ("label_accuracy", "label_accuracy_ood", "concept_accuracy", "concept_macro_f1",
                 "matched_concept_accuracy", "concept_collapse", "mean_normalised_concept_entropy",
-                "confusion_matrix", "concept_map", "concept_map_is_shortcut", "shortcuts"):
+                "confusion_matrix", "concept_map", "concept_map_is_shortcut", "shortcuts",
+                "permutation_shortcuts"):
         assert key in stored, key
-    assert stored["shortcuts"] == 35 and stored["concept_maps"] == 36
+    assert stored["shortcuts"] == 35 and stored["concept_maps"] == 36 and stored["permutation_shortcuts"] == 1
     matrix = np.array(stored["confusion_matrix"])
     assert matrix.shape == (10, 10)
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
@@ -120,6 +121,7 @@ def test_metrics_of_permuted_perfect_predictors():
     assert shortcut["matched_concept_accuracy"] == 1.0
     assert shortcut["concept_macro_f1"] == 0.0
     assert shortcut["concept_map_is_shortcut"] and not shortcut["concept_map_is_identity"]
+    assert shortcut["concept_map_is_permutation"]
     assert [row["predicted"] for row in shortcut["concept_map"]] == SHIFT_BY_FIVE.tolist()
     assert all(row["share"] == 1.0 for row in shortcut["concept_map"])
     matrix = np.array(shortcut["confusion_matrix"])
@@ -138,4 +140,5 @@ def test_metrics_of_permuted_perfect_predictors():
                                     None)["concept_map_is_shortcut"]
     collapsed = diagnose_predictions(_synthetic_predictions(circuit, concepts, np.full(10, 5)), circuit, support)
     assert collapsed["concept_collapse"] == pytest.approx(0.9)
+    assert not collapsed["concept_map_is_permutation"] and broken["concept_map_is_permutation"]
     assert collapsed["matched_concept_accuracy"] >= collapsed["concept_accuracy"]

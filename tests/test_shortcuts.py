@@ -90,6 +90,10 @@ def _check(circuit, domains, label_of, support=None):
         assert result["shortcuts"] == len(expected) - 1
         assert result["maps"] == expected
         assert result["per_position"] is per_position
+        permutations = [m for m in expected
+                        if all(sorted(row) == sorted(d) for row, d in zip(m if per_position else [m], domains))]
+        assert result["permutation_maps"] == len(permutations) >= 1
+        assert result["permutation_shortcuts"] == len(permutations) - 1
         identity = [list(d) for d in domains] if per_position else list(domains[0])
         assert identity in result["maps"]
     return result
@@ -175,6 +179,10 @@ def test_cli_count_shortcuts_json(capsys):
     assert result["shortcuts"] == result["concept_maps"] - 1 > 0
     assert result["support_size"] == 16 and result["per_position"] is False
     assert [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] in result["maps"]
+    # EvenOdd's one permutation shortcut: d -> d + 5 (mod 10) keeps every training sum.
+    assert result["permutation_shortcuts"] == 1
+    assert [m for m in result["maps"] if sorted(m) == list(range(10))] == [list(range(10)),
+                                                                           [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]]
 
     assert main(["count-shortcuts", str(REPO / "tasks" / "mnist_addition.yaml"), "--json", "--per-position"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -29,24 +29,41 @@ def _activation(name: str) -> nn.Module:
 
 class MNISTNet(nn.Module):
     """DeepProbLog's MNIST_Net, layer for layer (44,426 parameters for 10 outputs), but
-    returning logits instead of softmax probabilities. Input: [N, 1, 28, 28]."""
+    returning logits instead of softmax probabilities. Input: [N, 1, 28, 28].
 
-    def __init__(self, num_outputs: int = 10, in_channels: int = 1):
+    `channels` (the two convolutions' widths, default 6, 16) and `hidden` (the two hidden
+    linear layers' widths, default 120, 84) widen the same LeNet shape; the defaults are
+    DeepProbLog's network, so results stay comparable with the published ones unless a
+    task file asks for more capacity (and says so).
+    """
+
+    def __init__(
+        self,
+        num_outputs: int = 10,
+        in_channels: int = 1,
+        channels: Sequence[int] = (6, 16),
+        hidden: Sequence[int] = (120, 84),
+    ):
         super().__init__()
+        if len(channels) != 2 or len(hidden) != 2 or min(*channels, *hidden) < 1:
+            raise ValueError(f"MNISTNet needs two positive conv widths and two positive hidden widths, "
+                             f"got channels={list(channels)}, hidden={list(hidden)}")
+        c1, c2 = (int(c) for c in channels)
+        h1, h2 = (int(h) for h in hidden)
         self.encoder = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5),  # 6 x 24 x 24
-            nn.MaxPool2d(2, 2),  # 6 x 12 x 12
+            nn.Conv2d(in_channels, c1, 5),  # c1 x 24 x 24
+            nn.MaxPool2d(2, 2),  # c1 x 12 x 12
             nn.ReLU(True),
-            nn.Conv2d(6, 16, 5),  # 16 x 8 x 8
-            nn.MaxPool2d(2, 2),  # 16 x 4 x 4
+            nn.Conv2d(c1, c2, 5),  # c2 x 8 x 8
+            nn.MaxPool2d(2, 2),  # c2 x 4 x 4
             nn.ReLU(True),
         )
         self.classifier = nn.Sequential(
-            nn.Linear(16 * 4 * 4, 120),
+            nn.Linear(c2 * 4 * 4, h1),
             nn.ReLU(),
-            nn.Linear(120, 84),
+            nn.Linear(h1, h2),
             nn.ReLU(),
-            nn.Linear(84, num_outputs),
+            nn.Linear(h2, num_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
