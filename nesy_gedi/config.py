@@ -95,7 +95,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 1000
+    eval_every: int = 1  # evaluate the test splits every k epochs (and always after the last)
     augment: str = "none"  # augmentation of the perception's images under the semantic loss: none | digits | natural
+    augment_options: dict = field(default_factory=dict)  # keyword options of that augmentation
     concept_supervision: float = 0.0  # fraction of training examples whose concepts are observed
     entropy_weight: float = 1.0  # for sl+entropy
     max_nonfinite_recoveries: int = 3
@@ -190,7 +192,7 @@ def _check(config: TaskConfig, path: str) -> None:
         raise ConfigError(f"gedi.method: unknown method {config.gedi.method!r} "
                           f"(choose from {', '.join(SELF_SUPERVISED_METHODS)})", path)
     positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
-                "train.eval_batch_size": config.train.eval_batch_size, "gedi.sgld.steps": config.gedi.sgld.steps,
+                "train.eval_batch_size": config.train.eval_batch_size, "train.eval_every": config.train.eval_every, "gedi.sgld.steps": config.gedi.sgld.steps,
                 "gedi.sgld.buffer_size": config.gedi.sgld.buffer_size}
     for key, value in positive.items():
         if value < 1:
@@ -199,11 +201,17 @@ def _check(config: TaskConfig, path: str) -> None:
                        ("gedi.sgld.reinit_prob", config.gedi.sgld.reinit_prob)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{key}: must be between 0 and 1, got {value}", path)
-    from .data.augment import AUGMENT_NAMES
+    from .data.augment import AUGMENT_NAMES, build_augment
 
-    for key, value in (("train.augment", config.train.augment), ("gedi.augment", config.gedi.augment)):
-        if value not in AUGMENT_NAMES:
-            raise ConfigError(f"{key}: unknown augmentation {value!r} (choose from {', '.join(AUGMENT_NAMES)})", path)
+    for section in (config.train, config.gedi):
+        key = "train" if section is config.train else "gedi"
+        if section.augment not in AUGMENT_NAMES:
+            raise ConfigError(f"{key}.augment: unknown augmentation {section.augment!r} "
+                              f"(choose from {', '.join(AUGMENT_NAMES)})", path)
+        try:
+            build_augment(section.augment, **section.augment_options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{key}.augment_options: {error}", path) from None
     if config.train.lr_schedule not in ("constant", "cosine"):
         raise ConfigError(f"train.lr_schedule: expected constant or cosine, got {config.train.lr_schedule!r}", path)
     if config.train.lr <= 0:

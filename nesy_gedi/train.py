@@ -120,7 +120,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         selfsup = SelfSupervised.from_config(config.gedi, tuple(train_set.images.shape[1:]),
                                              circuit.concept_domain_size).to(device)
     distributed.synchronise_parameters(perception, dist)
-    augment = build_augment(config.train.augment)
+    augment = build_augment(config.train.augment, **config.train.augment_options)
     optimizer = torch.optim.Adam(perception.parameters(), lr=config.train.lr,
                                  weight_decay=config.train.weight_decay)
     steps_per_epoch = -(-len(distributed.shard(torch.arange(len(train_set)), dist)) // config.train.batch_size)
@@ -201,8 +201,9 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         if dist.is_main:
             record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 3)}
             record.update({f"train_{k}": v / max(examples_seen, 1) for k, v in totals.items()})
+            evaluate_now = (epoch + 1) % config.train.eval_every == 0 or epoch + 1 == total_epochs
             for name, split in splits.items():
-                if name == "train":
+                if name == "train" or not evaluate_now:
                     continue
                 metrics = evaluate_split(perception, circuit, split, config.train.eval_batch_size, device)
                 record.update({f"{name}_{k}": v for k, v in metrics.items() if not isinstance(v, list)})

@@ -117,3 +117,16 @@ def test_augment_on_cuda_with_cpu_and_cuda_generators():
     assert digit_augment(x, _gen()).device == x.device
     g = torch.Generator(device="cuda").manual_seed(0)
     assert natural_image_augment(_natural().cuda(), g).is_cuda
+
+
+def test_digit_stroke_width_changes_ink_both_ways():
+    x = _digits(400)  # a 12x4 bar: 48 bright pixels
+    out = digit_augment(x, _gen(), max_rotation=0.0, max_translate=0.0, scale=(1.0, 1.0), noise_std=0.0, stroke=1.0)
+    ink = ((out + 1) / 2).sum(dim=(1, 2, 3))
+    # A full 3x3 dilation gives a 14x6 bar (84 px), a full erosion a 10x2 bar (20 px); the blend lies between.
+    assert float(ink.min()) >= 20 - 1e-4 and float(ink.max()) <= 84 + 1e-4
+    assert int((ink > 48 + 1).sum()) > 100 and int((ink < 48 - 1).sum()) > 100  # thicker and thinner both occur
+    # Nothing outside the dilated bar lights up, nothing inside the eroded bar goes dark.
+    assert bool((out[:, :, :7] == -1).all()) and bool((out[:, :, 9:19, 13:15] == 1).all())
+    with pytest.raises(ValueError, match="stroke"):
+        digit_augment(x, _gen(), stroke=1.5)

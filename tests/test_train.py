@@ -146,6 +146,19 @@ def test_killed_run_resumes_to_the_same_metrics(mnist_root, tmp_path, monkeypatc
 
 
 @pytest.mark.mnist
+def test_eval_every_skips_epochs_but_always_evaluates_the_last(mnist_root, tmp_path):
+    config = quick_config("train.epochs=3", "train.eval_every=2", "data.train_examples=80",
+                          "data.test_examples=40")
+    final = train(config, tmp_path / "run", data_root=str(mnist_root))
+    records = [r for r in read_metrics(tmp_path / "run") if "epoch" in r]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert ["test_label_accuracy" in r for r in records] == [False, True, True]
+    assert final["test_label_accuracy"] == records[-1]["test_label_accuracy"]
+    with pytest.raises(ConfigError, match="train.eval_every"):
+        quick_config("train.eval_every=0")
+
+
+@pytest.mark.mnist
 def test_cli_train_then_evaluate(mnist_root, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", str(ADDITION), "--out", str(run), "--data-root", str(mnist_root),

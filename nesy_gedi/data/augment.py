@@ -79,21 +79,38 @@ def digit_augment(
     scale: tuple[float, float] = (0.9, 1.1),
     noise_std: float = 0.05,
     fill: float = -1.0,
+    stroke: float = 0.0,
 ) -> torch.Tensor:
-    """Random affine warp + Gaussian noise for digit images (MNIST-like). No flips: a
-    mirrored digit is a different (or no) digit.
+    """Random stroke width, affine warp and Gaussian noise for digit images (MNIST-like).
+    No flips: a mirrored digit is a different (or no) digit.
 
-    Per sample: rotation uniform in [-max_rotation, max_rotation] degrees, translation
-    uniform in [-max_translate, max_translate] of the image size along each axis, zoom
-    uniform in `scale` (>1 enlarges the digit), then N(0, noise_std^2) noise; result
-    clamped to [-1, 1]. Pixels moved in from outside get `fill` (-1: black background).
-    With all magnitudes 0 (and scale (1, 1)) the output equals the input.
+    Per sample: with `stroke` > 0, the strokes are thickened or thinned (a 3x3 grey-level
+    dilation or erosion, blended in with a weight uniform in [0, stroke]); then rotation
+    uniform in [-max_rotation, max_rotation] degrees, translation uniform in
+    [-max_translate, max_translate] of the image size along each axis, zoom uniform in
+    `scale` (>1 enlarges the digit), then N(0, noise_std^2) noise; result clamped to
+    [-1, 1]. Pixels moved in from outside get `fill` (-1: black background). With all
+    magnitudes 0 (and scale (1, 1)) the output equals the input.
+
+    Why stroke width: a clustering objective (invariance + uniform prior) is satisfied by
+    ANY balanced partition that the augmentations leave unchanged. An affine warp keeps a
+    digit's ink amount and stroke width, so "thick / thin writing" is as good a cluster as
+    "3 / 8" unless the views also differ in it.
     """
     _check_images(x, "digit_augment")
     n = x.shape[0]
     lo, hi = float(scale[0]), float(scale[1])
     if not 0 < lo <= hi:
         raise ValueError(f"digit_augment: scale must satisfy 0 < low <= high, got {scale}")
+    if not 0.0 <= stroke <= 1.0:
+        raise ValueError(f"digit_augment: stroke must be in [0, 1], got {stroke}")
+    if stroke > 0:
+        # Grey-level morphology on bright strokes: dilation = 3x3 max, erosion = 3x3 min.
+        dilated = F.max_pool2d(x, 3, stride=1, padding=1)
+        eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
+        weight = (_rand((n,), generator, x) * stroke).view(n, 1, 1, 1).to(x.dtype)
+        thicker = (_rand((n,), generator, x) < 0.5).view(n, 1, 1, 1)
+        x = x + weight * (torch.where(thicker, dilated, eroded) - x)
     angle = _uniform(n, -1.0, 1.0, generator, x) * math.radians(max_rotation)
     zoom = _uniform(n, lo, hi, generator, x)
     shift = (_rand((n, 2), generator, x) * 2.0 - 1.0) * (2.0 * max_translate)  # [-1,1] coords span 2
