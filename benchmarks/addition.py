@@ -17,6 +17,7 @@ tasks/mnist_addition_n{N}.yaml, any other N tasks/mnist_addition.yaml with `N=<n
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -107,7 +108,12 @@ def print_table(n: int, runs: list, summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1, help="digits per number (default 1)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+S-1 (default 0); run seeds as separate jobs, then --merge")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine results of the same task and settings written by separate runs "
+                             "(different seeds) into one result; trains nothing")
     parser.add_argument("--epochs", type=int, help="default: 5 for N=1, else the task file's")
     parser.add_argument("--threads", "--num-threads", dest="threads", type=int, default=1,
                         help="train.num_threads (default 1)")
@@ -126,13 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="JSON path (default benchmarks/results/addition_n{N}.json)")
     args = parser.parse_args(argv)
 
+    if args.merge:
+        return merge(args)
+
     import torch
 
     torch.set_num_threads(args.threads)
     runs = []
     scratch = Path(args.keep_runs) if args.keep_runs else Path(tempfile.mkdtemp(prefix="nesy-addition-"))
     try:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             run_dir = scratch / f"addition_n{args.n}_seed{seed}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
@@ -144,25 +153,54 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_runs:
             shutil.rmtree(scratch, ignore_errors=True)
-    summary = summarise(runs)
-    print_table(args.n, runs, summary)
-    device = str(args.device)
+    task = Path(args.task or task_file(args.n)).resolve()
     result = {
         "benchmark": "addition",
         "N": args.n,
-        "machine": machine_info(device),
+        "machine": machine_info(str(args.device)),
         "threads": args.threads,
-        "task": str(Path(args.task or task_file(args.n)).resolve().relative_to(ROOT))
-        if Path(args.task or task_file(args.n)).resolve().is_relative_to(ROOT) else str(args.task),
-        "seeds": args.seeds,
+        "task": str(task.relative_to(ROOT)) if task.is_relative_to(ROOT) else str(task),
+        "seeds": len(runs),
         "train_examples": runs[0]["config"]["data"]["train_examples"],
-        "summary": summary,
         "runs": [{k: v for k, v in r.items() if k != "config"} for r in runs],
-        "config_seed0": runs[0]["config"],
+        "config_first_seed": runs[0]["config"],
     }
-    path = write_result(Path(args.out) if args.out else RESULTS / f"addition_n{args.n}.json", result)
+    return finish(args, result)
+
+
+def finish(args, result: dict) -> int:
+    runs = result["runs"]
+    result["summary"] = summarise(runs)
+    print_table(result["N"], runs, result["summary"])
+    path = write_result(Path(args.out) if args.out else RESULTS / f"addition_n{result['N']}.json", result)
     print(f"wrote {path}")
     return 0
+
+
+def merge(args) -> int:
+    """One result from several files of the same task and settings (seeds run as separate jobs).
+    Refuses files whose configurations differ in anything but train.seed, or that repeat a seed."""
+    parts = [json.loads(Path(p).read_text()) for p in args.merge]
+
+    for part in parts:  # results written before the key was renamed
+        part.setdefault("config_first_seed", part.pop("config_seed0", None))
+
+    def settings(part):
+        config = json.loads(json.dumps(part["config_first_seed"]))
+        config["train"].pop("seed", None)
+        return part["N"], part["task"], part["threads"], config
+
+    for path, part in zip(args.merge[1:], parts[1:]):
+        if settings(part) != settings(parts[0]):
+            raise SystemExit(f"{path}: other task or settings than {args.merge[0]}; not merged")
+    runs = sorted((run for part in parts for run in part["runs"]), key=lambda run: run["seed"])
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"the files repeat a seed ({seeds}); not merged")
+    result = dict(parts[0], runs=runs, seeds=len(runs), config_first_seed=parts[0]["config_first_seed"])
+    result["machine"] = dict(parts[0]["machine"],
+                             merged_from=[dict(part["machine"], file=str(path)) for path, part in zip(args.merge, parts)])
+    return finish(args, result)
 
 
 if __name__ == "__main__":

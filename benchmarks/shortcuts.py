@@ -92,8 +92,19 @@ def run_config(task: Path, mode: str, seed: int, args):
 
 
 def _same_config(run_dir: Path, config) -> bool:
+    """Whether the stored run resolved to the same configuration. The stored file is read
+    through the config loader, so keys added to the toolkit since (at their defaults) do
+    not count as a difference."""
+    from nesy_gedi.config import config_from_dict
+
     path = run_dir / "config.yaml"
-    return path.exists() and yaml.safe_load(path.read_text()) == yaml.safe_load(yaml.safe_dump(config.to_dict()))
+    if not path.exists():
+        return False
+    try:
+        stored = config_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict()
+    except NesyError:
+        return False
+    return stored == yaml.safe_load(yaml.safe_dump(config.to_dict()))
 
 
 def run_one(task: Path, mode: str, seed: int, args) -> dict:
@@ -106,7 +117,10 @@ def run_one(task: Path, mode: str, seed: int, args) -> dict:
     run_dir = Path(args.runs_dir) / config.name / mode.replace(">", "") / f"seed{seed}"
     same = _same_config(run_dir, config)
     if same and not args.fresh and (run_dir / DIAGNOSIS).exists() and (run_dir / FINAL).exists():
-        return json.loads((run_dir / DIAGNOSIS).read_text())
+        stored = json.loads((run_dir / DIAGNOSIS).read_text())
+        if all(key in stored for key in ("permutation_shortcuts", "concept_map_is_permutation")):
+            return stored
+        # A diagnosis from an older toolkit: the trained run is reused, only re-diagnosed.
     if run_dir.exists() and (args.fresh or not same):
         shutil.rmtree(run_dir)
     resume = (run_dir / CHECKPOINT).exists() and not (run_dir / FINAL).exists()
