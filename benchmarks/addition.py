@@ -83,8 +83,7 @@ def summarise(runs: list) -> dict:
     return summary
 
 
-def print_table(n: int, runs: list, summary: dict) -> None:
-    train_examples = runs[0]["config"]["data"]["train_examples"]
+def print_table(n: int, runs: list, summary: dict, train_examples: int | None) -> None:
     print(f"MNIST-addition N={n}: {len(runs)} seed(s), "
           f"{'all' if train_examples is None else train_examples} training examples, "
           f"{runs[0]['test_examples']} test examples, prediction {', '.join(summary['prediction'])}")
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 def finish(args, result: dict) -> int:
     runs = result["runs"]
     result["summary"] = summarise(runs)
-    print_table(result["N"], runs, result["summary"])
+    print_table(result["N"], runs, result["summary"], result["train_examples"])
     path = write_result(Path(args.out) if args.out else RESULTS / f"addition_n{result['N']}.json", result)
     print(f"wrote {path}")
     return 0
@@ -185,8 +184,11 @@ def merge(args) -> int:
     for part in parts:  # results written before the key was renamed
         part.setdefault("config_first_seed", part.pop("config_seed0", None))
 
+    from nesy_gedi.config import config_from_dict
+
     def settings(part):
-        config = json.loads(json.dumps(part["config_first_seed"]))
+        # Through the config loader, so keys added since a file was written count at their defaults.
+        config = config_from_dict(part["config_first_seed"]).to_dict()
         config["train"].pop("seed", None)
         return part["N"], part["task"], part["threads"], config
 
