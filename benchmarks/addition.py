@@ -10,6 +10,11 @@ the labels of the argmax digits). Writes benchmarks/results/addition_n{N}.json.
     python benchmarks/addition.py --n 4 --seeds 3            # epochs from tasks/mnist_addition_n4.yaml
     python benchmarks/addition.py --n 1 --train-examples 300 --epochs 1 --seeds 1   # quick check
 
+Seeds as separate jobs (one per core or machine), then one result:
+
+    python benchmarks/addition.py --n 15 --seeds 1 --first-seed 1 --out /tmp/n15_seed1.json
+    python benchmarks/addition.py --n 15 --merge /tmp/n15_seed0.json /tmp/n15_seed1.json ...
+
 Each seed also changes the data split (the task's seed draws the image tuples), as in
 DeepProbLog's protocol. Task files: N=1 tasks/mnist_addition.yaml, N=2/4/15
 tasks/mnist_addition_n{N}.yaml, any other N tasks/mnist_addition.yaml with `N=<n>`.
