@@ -205,7 +205,9 @@ def merge(args) -> int:
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"the files repeat a seed ({seeds}); not merged")
     result = dict(parts[0], runs=runs, seeds=len(runs), config_first_seed=parts[0]["config_first_seed"])
-    result["machine"] = dict(parts[0]["machine"],
+    # The provenance names the merge command; each part keeps its own command, date and load.
+    result["machine"] = dict(parts[0]["machine"], command=machine_info(parts[0]["machine"]["device"])["command"],
+                             load_average_1m=max(part["machine"].get("load_average_1m") or 0 for part in parts),
                              merged_from=[dict(part["machine"], file=str(path)) for path, part in zip(args.merge, parts)])
     return finish(args, result)
 

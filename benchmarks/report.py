@@ -57,6 +57,9 @@ def addition_section() -> list[str]:
             f"| {summary['seconds_per_epoch_mean']:.1f} ± {summary['seconds_per_epoch_std']:.1f} "
             f"| {', '.join(summary['prediction'])} |")
         sources.append(f"- N={n}: {provenance(data)}")
+        for part in data.get("machine", {}).get("merged_from", []):
+            sources.append(f"  - seed job: `{part.get('command', '?')}` (load average "
+                           f"{part.get('load_average_1m') or 0:.1f}, {str(part.get('date', '?'))[:10]})")
     lines += ["", "Published: DeepProbLog 97.2 ± 0.5 (N=1); DeepStochLog 97.9 ± 0.1 (N=1); A-NeSI 95.96 / 92.56 "
               "/ 76.84 (N=2 / 4 / 15). `exact` = the most probable sum over all sums the knowledge "
               "allows; `argmax-concepts` = the sum of the most probable digits.", ""] + sources
