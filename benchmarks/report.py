@@ -87,14 +87,14 @@ def circuit_section() -> list[str]:
 
 def peer_section() -> list[str]:
     lines = []
-    for n in (1, 2):
-        data = load(f"peer_deepproblog_n{n}")
-        if data is None:
-            continue
+    for path in sorted(RESULTS.glob("peer_deepproblog_n*.json")):  # one file per N (and per extra seed)
+        data = load(path.stem)
+        n = data["N"]
         systems = data["systems"]
         subset = f"{data['train_pairs']} of {data['full_epoch_pairs']} training pairs" if data.get("subset") else \
             f"all {data['train_pairs']} training pairs"
-        lines += [f"### Side by side with DeepProbLog 2.1.0, N={n} ({subset}, {data['test_pairs']} test pairs; "
+        lines += [f"### Side by side with DeepProbLog 2.1.0, N={n}, seed {data['seed']} ({subset}, "
+                  f"{data['test_pairs']} test pairs; "
                   f"same pairs, order, network and initial weights)", "",
                   "| system | batch | sum accuracy | digit accuracy | train seconds | s / pair |",
                   "|---|---|---|---|---|---|"]
@@ -149,6 +149,9 @@ def render() -> str:
     lines += addition_section() + [""] + circuit_section() + peer_section() + gedi_toy_section()
     lines += generic_section("gedi_mnist", "GEDI on MNIST (no labels)")
     lines += generic_section("shortcuts", "Reasoning shortcuts: the shortcut table")
+    lines += generic_section("shortcuts_evenodd_from_clusters",
+                             "EvenOdd from a clustering backbone (`model.init` = `nesy-gedi pretrain "
+                             "tasks/gedi_mnist.yaml --set gedi.method=no-gen --set train.epochs=25`)")
     return "\n".join(lines).rstrip() + "\n"
 
 
