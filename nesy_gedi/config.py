@@ -192,7 +192,8 @@ def _check(config: TaskConfig, path: str) -> None:
         raise ConfigError(f"gedi.method: unknown method {config.gedi.method!r} "
                           f"(choose from {', '.join(SELF_SUPERVISED_METHODS)})", path)
     positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
-                "train.eval_batch_size": config.train.eval_batch_size, "train.eval_every": config.train.eval_every, "gedi.sgld.steps": config.gedi.sgld.steps,
+                "train.eval_batch_size": config.train.eval_batch_size, "train.eval_every": config.train.eval_every,
+                "gedi.sgld.steps": config.gedi.sgld.steps,
                 "gedi.sgld.buffer_size": config.gedi.sgld.buffer_size}
     for key, value in positive.items():
         if value < 1:

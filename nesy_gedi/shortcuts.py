@@ -202,10 +202,10 @@ def with_permutations_only(knowledge: Knowledge) -> Knowledge:
     for (_, domain), ids in groups.items():
         size = len(domain)
         differs = np.array([(i, j) for i in range(size) for j in range(size) if i != j], dtype=np.int32)
-        for a, position in enumerate(ids):
-            for other in ids[a + 1:]:
-                names = (knowledge.variables[position].name, knowledge.variables[other].name)
-                constraints.append(Constraint(0, f"{names[0]} != {names[1]}", (position, other), differs))
+        for index, first in enumerate(ids):
+            for second in ids[index + 1:]:
+                names = (knowledge.variables[first].name, knowledge.variables[second].name)
+                constraints.append(Constraint(0, f"{names[0]} != {names[1]}", (first, second), differs))
     return Knowledge(knowledge.path, knowledge.params, list(knowledge.variables), constraints)
 
 
