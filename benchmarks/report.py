@@ -109,7 +109,8 @@ def peer_section() -> list[str]:
             batches = data["default_batches"]
             lines.append(f"- Each at its own default batch (DeepProbLog's example {batches['deepproblog']}, this "
                          f"toolkit's task file {batches['nesy_gedi']}): "
-                         f"{data['time_ratio_each_at_its_default_batch']:.1f}× per epoch")
+                         f"{data['time_ratio_each_at_its_default_batch']:.1f}× "
+                         + ("on this subset of an epoch" if data.get("subset") else "per epoch"))
         lines += [f"- {provenance(data)}", ""]
     return lines
 
