@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine_info, spread, write_result  # noqa: E402
+from common import RESULTS, ROOT, machine_info, resolved_config, spread, write_result  # noqa: E402
 
 
 def task_file(n: int) -> Path:
@@ -189,11 +189,8 @@ def merge(args) -> int:
     for part in parts:  # results written before the key was renamed
         part.setdefault("config_first_seed", part.pop("config_seed0", None))
 
-    from nesy_gedi.config import config_from_dict
-
     def settings(part):
-        # Through the config loader, so keys added since a file was written count at their defaults.
-        config = config_from_dict(part["config_first_seed"]).to_dict()
+        config = resolved_config(part["config_first_seed"])
         config["train"].pop("seed", None)
         return part["N"], part["task"], part["threads"], config
 

@@ -46,6 +46,14 @@ def write_result(path: Path, data: dict) -> Path:
     return path
 
 
+def resolved_config(data: dict, source: str = "<stored config>") -> dict:
+    """A stored config dict as the toolkit resolves it today: read through the config loader,
+    so keys added since it was written count at their defaults. Raises NesyError if invalid."""
+    from nesy_gedi.config import config_from_dict
+
+    return config_from_dict(data, source).to_dict()
+
+
 def spread(values: list) -> dict | None:
     """{mean, std, n, values} of the numbers in `values` (None entries skipped), or None if
     there are none. std is the sample standard deviation (n - 1; 0 for a single value): every

@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, spread  # noqa: E402
+from common import machine_info, resolved_config, spread  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 
 TASKS = {
@@ -92,16 +92,12 @@ def run_config(task: Path, mode: str, seed: int, args):
 
 
 def _same_config(run_dir: Path, config) -> bool:
-    """Whether the stored run resolved to the same configuration. The stored file is read
-    through the config loader, so keys added to the toolkit since (at their defaults) do
-    not count as a difference."""
-    from nesy_gedi.config import config_from_dict
-
+    """Whether the stored run resolved to the same configuration (see common.resolved_config)."""
     path = run_dir / "config.yaml"
     if not path.exists():
         return False
     try:
-        stored = config_from_dict(yaml.safe_load(path.read_text()), str(path)).to_dict()
+        stored = resolved_config(yaml.safe_load(path.read_text()), str(path))
     except NesyError:
         return False
     return stored == yaml.safe_load(yaml.safe_dump(config.to_dict()))

@@ -204,8 +204,7 @@ def _check(config: TaskConfig, path: str) -> None:
             raise ConfigError(f"{key}: must be between 0 and 1, got {value}", path)
     from .data.augment import AUGMENT_NAMES, build_augment
 
-    for section in (config.train, config.gedi):
-        key = "train" if section is config.train else "gedi"
+    for key, section in (("train", config.train), ("gedi", config.gedi)):
         if section.augment not in AUGMENT_NAMES:
             raise ConfigError(f"{key}.augment: unknown augmentation {section.augment!r} "
                               f"(choose from {', '.join(AUGMENT_NAMES)})", path)

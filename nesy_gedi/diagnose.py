@@ -269,7 +269,7 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
                                         for row in test["concept_map"]]
     diagnosis["shortcuts"] = count["shortcuts"]
     diagnosis["concept_maps"] = count["concept_maps"]
-    diagnosis["permutation_shortcuts"] = count.get("permutation_shortcuts")
+    diagnosis["permutation_shortcuts"] = count["permutation_shortcuts"]
     diagnosis["shortcut_count"] = count
     diagnosis["splits"] = results
     diagnosis["figures"] = []

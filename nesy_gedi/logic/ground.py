@@ -145,6 +145,13 @@ class _Grounder:
     def error(self, message: str, line: int | None) -> LogicError:
         return LogicError(message, self.path, line)
 
+    # The two arithmetic errors, raised both by constant folding and by table evaluation.
+    def division_by_zero(self, op: str, line: int) -> LogicError:
+        return self.error(f"division by zero: the right side of '{op}' can be 0", line)
+
+    def overflow(self, line: int) -> LogicError:
+        return self.error("integer overflow: a value exceeds 2**53", line)
+
     # -- declarations
     def run(self, program: ast.Program, overrides: dict) -> Knowledge:
         knowledge = Knowledge(self.path, self.params)
@@ -435,10 +442,10 @@ class _Grounder:
         if all(c.kind == "const" for c in children):
             values = [c.value for c in children]
             if op in ("//", "%") and values[1] == 0:
-                raise self.error(f"division by zero: the right side of '{op}' can be 0", line)
+                raise self.division_by_zero(op, line)
             value = _CONSTANT_OPERATIONS[op](*values)
             if result_type == "int" and abs(value) > _SAFE_INTEGER:
-                raise self.error("integer overflow: a value exceeds 2**53", line)
+                raise self.overflow(line)
             return _const(bool(value) if result_type == "bool" else int(value), line)
         return Ground("op", result_type, op, children, line)
 
@@ -489,17 +496,17 @@ def _apply(op: str, values: list, line: int, grounder: _Grounder, mask):
         divisor = np.asarray(values[1])
         zero = divisor == 0
         if np.any(zero & mask):
-            raise grounder.error(f"division by zero: the right side of '{op}' can be 0", line)
+            raise grounder.division_by_zero(op, line)
         if np.any(zero):  # only where the expression is not reached
             values = [values[0], np.where(zero, 1, divisor)]
     if op == "*":
         magnitude = np.abs(np.asarray(values[0], dtype=np.float64)) * np.abs(np.asarray(values[1], dtype=np.float64))
         if np.any((magnitude > _SAFE_INTEGER) & mask):
-            raise grounder.error("integer overflow: a value exceeds 2**53", line)
+            raise grounder.overflow(line)
     with np.errstate(over="ignore"):
         result = _OPERATIONS[op](*values)
     if np.asarray(result).dtype.kind == "i" and np.any((np.abs(result) > _SAFE_INTEGER) & mask):
-        raise grounder.error("integer overflow: a value exceeds 2**53", line)
+        raise grounder.overflow(line)
     return result
 
 
