@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from nesy_gedi.config import load_config  # noqa: E402
+from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
 from common import machine_info, mean_std, render_table  # noqa: E402
@@ -49,7 +49,7 @@ TABLE = (  # key, header, format
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default=str(REPO / "tasks" / "gedi_mnist.yaml"))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=("gedi", "no-gen", "jem", "swav", "barlow"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=SELF_SUPERVISED_METHODS)
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--train-images", type=int, default=None, help="override data.train_examples")

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nesy_gedi.config import load_config  # noqa: E402
+from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.data.augment import build_augment  # noqa: E402
 from nesy_gedi.objectives import invariance  # noqa: E402
 from nesy_gedi.pretrain import build_model, load_pretrain_data, load_pretrained_backbone, pretrain  # noqa: E402
@@ -64,7 +64,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=("jem", "no-gen", "gedi", "swav", "barlow"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=SELF_SUPERVISED_METHODS)
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (smoke tests)")
     parser.add_argument("--data-root", default=None, help="accepted for symmetry; toy data need no files")
     parser.add_argument("--device", default="cpu")

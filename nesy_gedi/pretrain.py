@@ -6,13 +6,15 @@
     2. data: unlabeled train images (or toy points), labelled test split for evaluation
     3. model: backbone f (x -> C cluster logits) and the self-supervised objective
        (which owns the SGLD sampler and its replay buffer)
-    4. optimizer (Adam), non-finite guard, resume from the checkpoint
-    5. the loop: one `pretrain_epoch` per epoch, evaluate, log metrics.jsonl, checkpoint
+    4. optimizer (Adam) and learning-rate schedule (`nesy_gedi.optim`, shared with `train`),
+       non-finite guard, resume from the checkpoint
+    5. the loop: one `pretrain_epoch` per epoch, evaluate (every `train.eval_every` epochs
+       and after the last), log metrics.jsonl, checkpoint
     6. final evaluation (clustering, OOD AUROC of the energy), plots, final.json
 
 Reproducibility: epoch e draws its data order, augmentations and SGLD noise from
 generators seeded by (train.seed, e), and the checkpoint holds everything else that
-changes (weights, Adam state, replay buffer), so a resumed run continues exactly as
+changes (weights, Adam and schedule state, replay buffer), so a resumed run continues exactly as
 an uninterrupted one would.
 
 Reliability: SGLD can diverge. A NaN/inf energy, gradient or loss is caught at the step
@@ -22,8 +24,7 @@ skipped (the optimizer never steps on it), and after `train.max_nonfinite_recove
 recoveries the run stops with a NesyError; the checkpoint of the last completed epoch
 stays in the run directory.
 
-Also used by the semantic-loss loop: `pretrain_epoch` + `NonFiniteGuard` (mode
-gedi->sl), `build_model`, `evaluate_clusters` and `load_pretrained_backbone`.
+Also used by the semantic-loss loop: `NonFiniteGuard` and `load_pretrained_backbone`.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from .data.toy import TOY_DATASETS, make_toy
 from .errors import ConfigError, DataError, NesyError
 from .models.backbones import build_backbone
 from .objectives import energy
+from .optim import build_optimizer, learning_rate_schedule
 from .runs import (CHECKPOINT, CONFIG, FINAL, append_metrics, load_checkpoint, prepare_run_dir,
                    read_metrics, save_checkpoint, select_device, truncate_metrics, write_json)
 from .selfsup import SelfSupervised
@@ -96,13 +98,13 @@ def pretrain(
                                          generator=torch.Generator().manual_seed(seed)).to(device)
 
     # ---------------------------------------------------------------- 4. optimizer, guard, resume
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=config.train.lr,
-                                 weight_decay=config.train.weight_decay)
+    optimizer = build_optimizer(backbone.parameters(), config)
+    scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch(len(train), config.train.batch_size))
     guard = NonFiniteGuard(config.train.max_nonfinite_recoveries, run_dir)
     start_epoch = 0
     checkpoint = load_checkpoint(run_dir, map_location=device) if resume else None
     if checkpoint is not None:
-        start_epoch = _restore(checkpoint, backbone, selfsup, optimizer, guard, run_dir)
+        start_epoch = _restore(checkpoint, backbone, selfsup, optimizer, scheduler, guard, run_dir)
         log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
     elif config.model.init:  # continue from another pretrain run's backbone
         load_pretrained_backbone(config.model.init, backbone)
@@ -115,20 +117,23 @@ def pretrain(
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         started = time.perf_counter()
         stats = pretrain_epoch(backbone, selfsup, optimizer, train, batch_size=config.train.batch_size,
-                               seed=seed, epoch=epoch, guard=guard, progress=config.train.progress,
-                               desc=f"epoch {epoch}/{config.train.epochs}")
+                               seed=seed, epoch=epoch, guard=guard, scheduler=scheduler,
+                               progress=config.train.progress, desc=f"epoch {epoch}/{config.train.epochs}")
         seconds = time.perf_counter() - started
-        evaluation = evaluate_clusters(backbone, data.test, data.test_labels, config.model.num_clusters,
-                                       batch_size=config.train.eval_batch_size, num_classes=data.num_classes)
-        evaluation.update(_energy_summary(backbone, selfsup, data, config))
-        record = {"epoch": epoch, **stats, "seconds": seconds, **evaluation,
-                  "nonfinite_recoveries": guard.count}
+        record = {"epoch": epoch, **stats, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
+        summary = f"epoch {epoch}: loss {stats['loss_total']:.4f}  {seconds:.1f}s"
+        if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
+            evaluation = evaluate_clusters(backbone, data.test, data.test_labels, config.model.num_clusters,
+                                           batch_size=config.train.eval_batch_size, num_classes=data.num_classes)
+            evaluation.update(_energy_summary(backbone, selfsup, data, config))
+            record.update(evaluation)
+            summary += (f"  nmi {evaluation['nmi']:.3f}  acc {evaluation['cluster_accuracy']:.3f}  "
+                        f"E(test) {evaluation['energy_test']:.2f}  E(noise) {evaluation['energy_noise']:.2f}")
+        record["nonfinite_recoveries"] = guard.count
         append_metrics(run_dir, record)
-        save_checkpoint(_checkpoint(config, data, backbone, selfsup, optimizer, guard, epoch), run_dir)
+        save_checkpoint(_checkpoint(config, data, backbone, selfsup, optimizer, scheduler, guard, epoch), run_dir)
         guard.last_good_epoch = epoch
-        log(f"epoch {epoch}: loss {stats['loss_total']:.4f}  nmi {evaluation['nmi']:.3f}  "
-            f"acc {evaluation['cluster_accuracy']:.3f}  E(test) {evaluation['energy_test']:.2f}  "
-            f"E(noise) {evaluation['energy_noise']:.2f}  {seconds:.1f}s")
+        log(summary)
 
     # ---------------------------------------------------------------- 6. final evaluation
     final = _final_report(config, data, backbone, selfsup, guard, run_dir, data_root, device)
@@ -190,6 +195,11 @@ def _grad_norm(parameters: list[nn.Parameter]) -> Tensor:
     return torch.stack(norms).norm()
 
 
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over `count` inputs (the last incomplete batch is dropped)."""
+    return max(1, count // min(batch_size, count))
+
+
 def pretrain_epoch(
     backbone: nn.Module,
     selfsup: SelfSupervised,
@@ -200,6 +210,7 @@ def pretrain_epoch(
     seed: int,
     epoch: int,
     guard: NonFiniteGuard,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
     desc: str | None = None,
 ) -> dict:
@@ -208,13 +219,14 @@ def pretrain_epoch(
     loss term ("loss_<term>"), training energies, "steps" and "skipped_steps".
 
     The last incomplete batch is dropped (unless it is the only one): the prior and Barlow
-    terms need a real batch. Non-finite steps go through `guard` and are skipped.
+    terms need a real batch. Non-finite steps go through `guard` and are skipped; `scheduler`
+    (if given) advances once per optimiser step.
     """
     device = next(backbone.parameters()).device
     order_generator, step_generator = epoch_generators(seed, epoch, device)
     count = len(inputs)
     batch_size = min(batch_size, count)
-    steps = max(1, count // batch_size)
+    steps = steps_per_epoch(count, batch_size)
     order = torch.randperm(count, generator=order_generator)[: steps * batch_size].to(inputs.device)
     parameters = [p for p in backbone.parameters() if p.requires_grad]
     backbone.train()
@@ -241,6 +253,8 @@ def pretrain_epoch(
                           reason=f"the {what} is not finite (total loss {total.item()})")
             continue
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         done += 1
         for key, value in {**{f"loss_{k}": v for k, v in terms.items()}, **selfsup.last_stats}.items():
             sums[key] = sums.get(key, 0.0) + value.detach()
@@ -473,17 +487,18 @@ def _model_meta(config: TaskConfig, data: PretrainData) -> dict:
             "options": dict(config.model.options), "sample_shape": list(data.sample_shape)}
 
 
-def _checkpoint(config, data, backbone, selfsup, optimizer, guard: NonFiniteGuard, epoch: int) -> dict:
+def _checkpoint(config, data, backbone, selfsup, optimizer, scheduler, guard: NonFiniteGuard, epoch: int) -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": _model_meta(config, data),
             "backbone": backbone.state_dict(), "selfsup": selfsup.state_dict(),
-            "optimizer": optimizer.state_dict(), "nonfinite_recoveries": guard.count, "rng": rng,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "nonfinite_recoveries": guard.count, "rng": rng,
             "config": config.to_dict()}
 
 
-def _restore(checkpoint: dict, backbone, selfsup, optimizer, guard: NonFiniteGuard, run_dir: Path) -> int:
+def _restore(checkpoint: dict, backbone, selfsup, optimizer, scheduler, guard: NonFiniteGuard, run_dir: Path) -> int:
     if checkpoint.get("kind") != CHECKPOINT_KIND:
         raise NesyError(f"{CHECKPOINT} is not a GEDI pretraining checkpoint (kind {checkpoint.get('kind')!r}); "
                         "choose another run directory", str(run_dir))
@@ -491,6 +506,8 @@ def _restore(checkpoint: dict, backbone, selfsup, optimizer, guard: NonFiniteGua
     try:
         selfsup.load_state_dict(checkpoint["selfsup"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if "scheduler" in checkpoint:  # checkpoints written before pretraining had a schedule lack it
+            scheduler.load_state_dict(checkpoint["scheduler"])
     except (RuntimeError, ValueError, KeyError) as error:
         raise NesyError(f"cannot resume: the checkpoint's objective/optimizer state does not match the config "
                         f"({' '.join(str(error).split())[:200]})", str(run_dir / CHECKPOINT)) from None

@@ -34,6 +34,7 @@ from .evaluate import evaluate_split
 from .models.backbones import build_backbone
 from .objectives.entropy import concept_entropy_loss
 from .objectives.semantic import semantic_loss
+from .optim import build_optimizer, learning_rate_schedule
 from .selfsup import SelfSupervised
 from .sgld import NonFiniteError
 from .pretrain import NonFiniteGuard, load_pretrained_backbone
@@ -68,19 +69,6 @@ def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, in_channels:
     if config.model.init:
         load_pretrained_backbone(config.model.init, backbone)
     return Perception(backbone)
-
-
-def learning_rate_schedule(optimizer, config: TaskConfig, steps_per_epoch: int):
-    """Constant, or cosine decay to zero over the semantic-loss epochs (GEDI pretraining epochs
-    of gedi->sl keep the full rate)."""
-    if config.train.lr_schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    import math
-
-    warm = (config.gedi.pretrain_epochs if config.train.mode == "gedi->sl" else 0) * steps_per_epoch
-    total = max(config.train.epochs * steps_per_epoch, 1)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 if step < warm else 0.5 * (1 + math.cos(math.pi * min(step - warm, total) / total)))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -121,13 +109,12 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                                              circuit.concept_domain_size).to(device)
     distributed.synchronise_parameters(perception, dist)
     augment = build_augment(config.train.augment, **config.train.augment_options)
-    optimizer = torch.optim.Adam(perception.parameters(), lr=config.train.lr,
-                                 weight_decay=config.train.weight_decay)
+    optimizer = build_optimizer(perception.parameters(), config)
     steps_per_epoch = -(-len(distributed.shard(torch.arange(len(train_set)), dist)) // config.train.batch_size)
-    scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch)
+    pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
+    scheduler = learning_rate_schedule(optimizer, config, steps_per_epoch, constant_epochs=pretrain_epochs)
     observed_concepts = supervised_rows(len(train_set), config.train.concept_supervision, config.train.seed)
     guard = NonFiniteGuard(config.train.max_nonfinite_recoveries, run_dir if dist.is_main else None)
-    pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
     total_epochs = pretrain_epochs + config.train.epochs
 
     # ---------------------------------------------------------------- resume

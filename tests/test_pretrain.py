@@ -3,11 +3,13 @@ loading a pretrained backbone, task files."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+import nesy_gedi.pretrain as pretrain_module
 import nesy_gedi.sgld as sgld_module
 from nesy_gedi import selfsup as selfsup_module
 from nesy_gedi.config import config_from_dict, load_config
@@ -85,15 +87,27 @@ def test_moons_pretrain_writes_toy_plots(tmp_path):
     assert set(final["plots"]) >= {"clusters.png", "energy_landscape.png"}
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, schedule):
     straight = tmp_path / "straight"
-    pretrain(config_from_dict(_moons(epochs=3)), straight)
+    pretrain(config_from_dict(_moons(epochs=3, lr_schedule=schedule)), straight)
+
+    real_epoch = pretrain_module.pretrain_epoch
+
+    def killed_in_epoch_3(*args, epoch, **kwargs):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*args, epoch=epoch, **kwargs)
+
     interrupted = tmp_path / "interrupted"
-    pretrain(config_from_dict(_moons(epochs=2)), interrupted)
+    monkeypatch.setattr(pretrain_module, "pretrain_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config_from_dict(_moons(epochs=3, lr_schedule=schedule)), interrupted)
+    monkeypatch.setattr(pretrain_module, "pretrain_epoch", real_epoch)
     # A run killed after logging epoch 3 but before its checkpoint: the stale record is dropped.
     with open(interrupted / "metrics.jsonl", "a") as stream:
         stream.write(json.dumps({"epoch": 3, "nmi": -1.0}) + "\n")
-    final = pretrain(config_from_dict(_moons(epochs=3)), interrupted, resume=True)
+    final = pretrain(config_from_dict(_moons(epochs=3, lr_schedule=schedule)), interrupted, resume=True)
 
     def strip(records):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
@@ -102,6 +116,20 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert final["nmi"] == json.loads((straight / "final.json").read_text())["nmi"]
     assert torch.equal(load_checkpoint(interrupted)["selfsup"]["sampler.buffer.samples"],
                        load_checkpoint(straight)["selfsup"]["sampler.buffer.samples"])
+
+
+def test_pretrain_follows_the_lr_schedule_and_eval_every(tmp_path):
+    pretrain(config_from_dict(_moons(epochs=3, eval_every=2, lr_schedule="cosine")), tmp_path)
+    records = _epoch_records(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert ["nmi" in r for r in records] == [False, True, True]  # every 2nd epoch, and always the last
+    rates = [r["lr"] for r in records]
+    steps = 200 // 50  # toy_samples / batch_size, per epoch
+    for epoch, rate in enumerate(rates, start=1):
+        assert rate == pytest.approx(0.002 * 0.5 * (1 + math.cos(math.pi * epoch * steps / (3 * steps))), abs=1e-9)
+    constant = tmp_path / "constant"
+    pretrain(config_from_dict(_moons(epochs=2)), constant)
+    assert [r["lr"] for r in _epoch_records(constant)] == [0.002, 0.002]
 
 
 def test_existing_run_needs_resume(tmp_path):
