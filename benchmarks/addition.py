@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine_info, resolved_config, spread, write_result  # noqa: E402
+from common import RESULTS, ROOT, machine_info, merged_machine, resolved_config, spread, write_result  # noqa: E402
 
 
 def task_file(n: int) -> Path:
@@ -203,9 +203,7 @@ def merge(args) -> int:
         raise SystemExit(f"the files repeat a seed ({seeds}); not merged")
     result = dict(parts[0], runs=runs, seeds=len(runs), config_first_seed=parts[0]["config_first_seed"])
     # The provenance names the merge command; each part keeps its own command, date and load.
-    result["machine"] = dict(parts[0]["machine"], command=machine_info(parts[0]["machine"]["device"])["command"],
-                             load_average_1m=max(part["machine"].get("load_average_1m") or 0 for part in parts),
-                             merged_from=[dict(part["machine"], file=str(path)) for path, part in zip(args.merge, parts)])
+    result["machine"] = merged_machine(parts, args.merge)
     return finish(args, result)
 
 

@@ -46,6 +46,15 @@ def write_result(path: Path, data: dict) -> Path:
     return path
 
 
+def merged_machine(parts: list, paths: list) -> dict:
+    """The provenance of a result merged from `parts` (seeds run as separate jobs): the merge
+    command, the highest load average, and each part's own command, date and load."""
+    first = parts[0]["machine"]
+    return dict(first, command=machine_info(first.get("device"))["command"],
+                load_average_1m=max(part["machine"].get("load_average_1m") or 0 for part in parts),
+                merged_from=[dict(part["machine"], file=str(path)) for path, part in zip(paths, parts)])
+
+
 def resolved_config(data: dict, source: str = "<stored config>") -> dict:
     """A stored config dict as the toolkit resolves it today: read through the config loader,
     so keys added since it was written count at their defaults. Raises NesyError if invalid."""

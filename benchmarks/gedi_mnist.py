@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
-from common import machine_info, mean_std, render_table  # noqa: E402
+from common import machine_info, mean_std, merged_machine, render_table  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
 TABLE = (  # key, header, format
@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--task", default=str(REPO / "tasks" / "gedi_mnist.yaml"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=SELF_SUPERVISED_METHODS)
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST..FIRST+N-1 (default 0), to run seeds as separate jobs")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--train-images", type=int, default=None, help="override data.train_examples")
     parser.add_argument("--test-images", type=int, default=None, help="override data.test_examples")
@@ -61,6 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config override, e.g. --set gedi.sgld.steps=10")
     parser.add_argument("--runs-dir", default=None, help="keep the run directories here (default: a temporary folder)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine result files of the same settings but other seeds into --out")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gedi_mnist.json"))
     return parser.parse_args(argv)
 
@@ -121,8 +125,35 @@ def format_table(summary: dict) -> str:
     return render_table(header, lines)
 
 
+def merge(paths: list, out: Path) -> dict:
+    """One result from files whose settings differ only in their seeds (seeds run as separate jobs)."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+
+    def settings(part):
+        return {key: value for key, value in part["settings"].items() if key != "seeds"}
+
+    for path, part in zip(paths[1:], parts[1:]):
+        if settings(part) != settings(parts[0]):
+            raise SystemExit(f"{path}: other settings than {paths[0]}; not merged")
+    rows = sorted((row for part in parts for row in part["runs"]), key=lambda row: (row["method"], row["seed"]))
+    keys = [(row["method"], row["seed"]) for row in rows]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(f"the files repeat a method and seed ({keys}); not merged")
+    summary = summarise(rows)
+    result = dict(parts[0], summary=summary, runs=rows,
+                  settings=dict(parts[0]["settings"], seeds=sorted({row["seed"] for row in rows})),
+                  total_seconds=sum(part["total_seconds"] for part in parts),
+                  markdown="```\n" + format_table(summary) + "\n```", machine=merged_machine(parts, paths))
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(summary))
+    print(f"\nwrote {out}")
+    return result
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -133,7 +164,7 @@ def main(argv=None) -> dict:
     rows, figures = [], []
     try:
         for method in args.methods:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 row = run_one(method, seed, args, runs_dir)
                 rows.append(row)
                 if "error" in row:
@@ -160,7 +191,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "gedi_mnist",
         "settings": {"task": str(Path(args.task).relative_to(REPO)) if Path(args.task).is_relative_to(REPO)
-                     else args.task, "methods": args.methods, "seeds": list(range(args.seeds)),
+                     else args.task, "methods": args.methods, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
                      "epochs": args.epochs or config.train.epochs,
                      "train_images": args.train_images or config.data.train_examples,
                      "test_images": args.test_images or config.data.test_examples,
