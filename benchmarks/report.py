@@ -153,8 +153,10 @@ def gedi_warm_start_section() -> list[str]:
         data = load(path.stem)
         settings = dict(item.split("=", 1) for item in data["settings"]["overrides"])
         for run in data["runs"]:
+            others = ", ".join(f"`{key}={value}`" for key, value in settings.items()
+                               if key not in ("model.init", "gedi.generative")) or "–"
             rows.append(f"| `{settings.get('model.init', '?')}` | {settings.get('gedi.generative', '1.0 (task file)')} "
-                        f"| {run['epochs']} | {run['train_inputs']} | {run['cluster_accuracy']:.3f} | {run['nmi']:.3f} "
+                        f"| {others} | {run['epochs']} | {run['train_inputs']} | {run['cluster_accuracy']:.4f} | {run['nmi']:.4f} "
                         f"| {run['ari']:.3f} | {run['ood_auroc']:.3f} | {run['ood_auroc_noise']:.3f} "
                         f"| {run['seconds_per_epoch']:.0f} |")
         notes.append(f"- {provenance(data)}")
@@ -164,8 +166,9 @@ def gedi_warm_start_section() -> list[str]:
             "The backbones are the 80-epoch no-gen runs above (their `--runs-dir runs/gedi_long`); GEDI then "
             "trains with its generative term for a few epochs on the task file's 20k images. The generative "
             "weight 0.3 was chosen after seeing the weight-1 run's test figures.", "",
-            "| backbone (`model.init`) | generative weight | epochs | images | acc | NMI | ARI | AUROC fashion "
-            "| AUROC noise | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|", *rows, "", *notes, ""]
+            "| backbone (`model.init`) | generative weight | other settings | epochs | images | acc | NMI | ARI "
+            "| AUROC fashion | AUROC noise | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|---|",
+            *rows, "", *notes, ""]
 
 
 def generic_section(name: str, title: str) -> list[str]:
