@@ -22,14 +22,14 @@ tasks/mnist_addition_n{N}.yaml, any other N tasks/mnist_addition.yaml with `N=<n
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, machine_info, merged_machine, resolved_config, spread, write_result  # noqa: E402
+from common import (RESULTS, ROOT, machine_info, merge_results, merged_machine, resolved_config, spread,  # noqa: E402
+                    write_result)
 
 
 def task_file(n: int) -> Path:
@@ -184,24 +184,18 @@ def finish(args, result: dict) -> int:
 def merge(args) -> int:
     """One result from several files of the same task and settings (seeds run as separate jobs).
     Refuses files whose configurations differ in anything but train.seed, or that repeat a seed."""
-    parts = [json.loads(Path(p).read_text()) for p in args.merge]
 
-    for part in parts:  # results written before the key was renamed
-        part.setdefault("config_first_seed", part.pop("config_seed0", None))
+    def first_config(part):  # results written before the key was renamed say config_seed0
+        return part.get("config_first_seed", part.get("config_seed0"))
 
     def settings(part):
-        config = resolved_config(part["config_first_seed"])
+        config = resolved_config(first_config(part))
         config["train"].pop("seed", None)
         return part["N"], part["task"], part["threads"], config
 
-    for path, part in zip(args.merge[1:], parts[1:]):
-        if settings(part) != settings(parts[0]):
-            raise SystemExit(f"{path}: other task or settings than {args.merge[0]}; not merged")
-    runs = sorted((run for part in parts for run in part["runs"]), key=lambda run: run["seed"])
-    seeds = [run["seed"] for run in runs]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"the files repeat a seed ({seeds}); not merged")
-    result = dict(parts[0], runs=runs, seeds=len(runs), config_first_seed=parts[0]["config_first_seed"])
+    parts, runs = merge_results(args.merge, settings, run_key=lambda run: run["seed"])
+    result = {key: value for key, value in parts[0].items() if key != "config_seed0"}
+    result.update(runs=runs, seeds=len(runs), config_first_seed=first_config(parts[0]))
     # The provenance names the merge command; each part keeps its own command, date and load.
     result["machine"] = merged_machine(parts, args.merge)
     return finish(args, result)

@@ -46,6 +46,21 @@ def write_result(path: Path, data: dict) -> Path:
     return path
 
 
+def merge_results(paths: list, settings, run_key) -> tuple[list, list]:
+    """(parts, runs) of result files written by seeds run as separate jobs: `parts` as loaded,
+    `runs` every part's "runs" sorted by `run_key`. Exits with a message naming the file if
+    `settings(part)` differs from the first file's, or if two runs share a `run_key`."""
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    for path, part in zip(paths[1:], parts[1:]):
+        if settings(part) != settings(parts[0]):
+            raise SystemExit(f"{path}: other task or settings than {paths[0]}; not merged")
+    runs = sorted((run for part in parts for run in part["runs"]), key=run_key)
+    keys = [run_key(run) for run in runs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(f"the files repeat a run ({keys}); not merged")
+    return parts, runs
+
+
 def merged_machine(parts: list, paths: list) -> dict:
     """The provenance of a result merged from `parts` (seeds run as separate jobs): the merge
     command, the highest load average, and each part's own command, date and load."""

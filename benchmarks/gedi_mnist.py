@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
-from common import machine_info, mean_std, merged_machine, render_table  # noqa: E402
+from common import machine_info, mean_std, merge_results, merged_machine, render_table  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
 TABLE = (  # key, header, format
@@ -127,18 +127,10 @@ def format_table(summary: dict) -> str:
 
 def merge(paths: list, out: Path) -> dict:
     """One result from files whose settings differ only in their seeds (seeds run as separate jobs)."""
-    parts = [json.loads(Path(path).read_text()) for path in paths]
-
     def settings(part):
         return {key: value for key, value in part["settings"].items() if key != "seeds"}
 
-    for path, part in zip(paths[1:], parts[1:]):
-        if settings(part) != settings(parts[0]):
-            raise SystemExit(f"{path}: other settings than {paths[0]}; not merged")
-    rows = sorted((row for part in parts for row in part["runs"]), key=lambda row: (row["method"], row["seed"]))
-    keys = [(row["method"], row["seed"]) for row in rows]
-    if len(set(keys)) != len(keys):
-        raise SystemExit(f"the files repeat a method and seed ({keys}); not merged")
+    parts, rows = merge_results(paths, settings, run_key=lambda row: (row["method"], row["seed"]))
     summary = summarise(rows)
     result = dict(parts[0], summary=summary, runs=rows,
                   settings=dict(parts[0]["settings"], seeds=sorted({row["seed"] for row in rows})),

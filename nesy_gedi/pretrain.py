@@ -47,8 +47,8 @@ from .errors import ConfigError, DataError, NesyError
 from .models.backbones import build_backbone
 from .objectives import energy
 from .optim import build_optimizer, learning_rate_schedule
-from .runs import (CHECKPOINT, CONFIG, FINAL, append_metrics, load_checkpoint, prepare_run_dir,
-                   read_metrics, save_checkpoint, select_device, truncate_metrics, write_json)
+from .runs import (CHECKPOINT, CONFIG, FINAL, append_metrics, is_evaluation_epoch, load_checkpoint,
+                   prepare_run_dir, read_metrics, save_checkpoint, select_device, truncate_metrics, write_json)
 from .selfsup import SelfSupervised
 from .sgld import NonFiniteError
 
@@ -122,7 +122,7 @@ def pretrain(
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, **stats, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
         summary = f"epoch {epoch}: loss {stats['loss_total']:.4f}  {seconds:.1f}s"
-        if epoch % config.train.eval_every == 0 or epoch == config.train.epochs:
+        if is_evaluation_epoch(epoch, config.train.epochs, config.train.eval_every):
             evaluation = evaluate_clusters(backbone, data.test, data.test_labels, config.model.num_clusters,
                                            batch_size=config.train.eval_batch_size, num_classes=data.num_classes)
             evaluation.update(_energy_summary(backbone, selfsup, data, config))

@@ -71,6 +71,12 @@ def write_json(path: Path, data: dict) -> None:
     _atomic_write(Path(path), lambda stream: stream.write(text.encode() + b"\n"))
 
 
+def is_evaluation_epoch(epoch: int, total_epochs: int, every: int) -> bool:
+    """Whether 1-based `epoch` evaluates the test splits (`train.eval_every`): every
+    `every`-th epoch, and always the last one, so a run always ends with its figures."""
+    return epoch % every == 0 or epoch == total_epochs
+
+
 def append_metrics(run_dir: Path, record: dict) -> None:
     with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(_clean(record)) + "\n")

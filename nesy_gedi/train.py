@@ -38,8 +38,8 @@ from .optim import build_optimizer, learning_rate_schedule
 from .selfsup import SelfSupervised
 from .sgld import NonFiniteError
 from .pretrain import NonFiniteGuard, load_pretrained_backbone
-from .runs import (CONFIG, FINAL, append_metrics, load_checkpoint, read_metrics, save_checkpoint,
-                   select_device, truncate_metrics, write_json)
+from .runs import (CONFIG, FINAL, append_metrics, is_evaluation_epoch, load_checkpoint, read_metrics,
+                   save_checkpoint, select_device, truncate_metrics, write_json)
 
 
 class Perception(nn.Module):
@@ -188,7 +188,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         if dist.is_main:
             record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 3)}
             record.update({f"train_{k}": v / max(examples_seen, 1) for k, v in totals.items()})
-            evaluate_now = (epoch + 1) % config.train.eval_every == 0 or epoch + 1 == total_epochs
+            evaluate_now = is_evaluation_epoch(epoch + 1, total_epochs, config.train.eval_every)
             for name, split in splits.items():
                 if name == "train" or not evaluate_now:
                     continue
