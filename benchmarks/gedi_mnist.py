@@ -8,8 +8,9 @@ train.seed overridden. Reported per method (mean ± std over seeds): Hungarian c
 accuracy, NMI and ARI on the MNIST test set; OOD AUROC of the energy score against the
 Fashion-MNIST test set and against uniform noise; seconds per epoch; non-finite recoveries.
 
-Writes benchmarks/results/gedi_mnist.json, prints a table, and copies the seed-0 SGLD
-samples and energy histograms to benchmarks/results/gedi_mnist_<method>_{samples,energies}.png.
+Writes benchmarks/results/gedi_mnist.json (--out), prints a table, and copies the seed-0 SGLD
+samples and energy histograms beside it as <out stem>_<method>_{samples,energies}.png, so
+result files never overwrite each other's figures.
 The data root comes from --data-root, else NESY_GEDI_DATA, else the user cache folder.
 """
 from __future__ import annotations
@@ -31,9 +32,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.pretrain import pretrain  # noqa: E402
+from nesy_gedi.runs import read_metrics  # noqa: E402
 from common import machine_info, mean_std, merge_results, merged_machine, render_table  # noqa: E402
 
 METHODS = ("gedi", "no-gen", "jem")
+CURVE_KEYS = ("epoch", "cluster_accuracy", "nmi", "ood_auroc")
 TABLE = (  # key, header, format
     ("cluster_accuracy", "acc", "{:.3f}"),
     ("nmi", "NMI", "{:.3f}"),
@@ -93,8 +96,16 @@ def run_one(method: str, seed: int, args, runs_dir: Path) -> dict:
     row.update({"method": method, "seed": seed, "seconds": time.perf_counter() - started,
                 "epochs": final["epochs"], "train_inputs": final["train_inputs"], "test_inputs": final["test_inputs"],
                 "energy_test": final["energy_test"], "energy_ood": final["energy_ood"],
-                "energy_noise": final["energy_noise"], "device": final["device"], "run_dir": str(run_dir)})
+                "energy_noise": final["energy_noise"], "ood_auroc_by_class": final["ood_auroc_by_class"],
+                "curve": evaluation_curve(run_dir), "device": final["device"], "run_dir": str(run_dir)})
     return row
+
+
+def evaluation_curve(run_dir: Path) -> list[dict]:
+    """The test figures of every evaluation epoch in the run's metrics.jsonl: the OOD AUROC of an
+    energy-based model moves a lot from epoch to epoch, so the last epoch alone can mislead."""
+    return [{key: record[key] for key in CURVE_KEYS if key in record}
+            for record in read_metrics(run_dir) if "event" not in record and "nmi" in record]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -135,6 +146,7 @@ def merge(paths: list, out: Path) -> dict:
     result = dict(parts[0], summary=summary, runs=rows,
                   settings=dict(parts[0]["settings"], seeds=sorted({row["seed"] for row in rows})),
                   total_seconds=sum(part["total_seconds"] for part in parts),
+                  figures=[figure for part in parts for figure in part.get("figures", [])],
                   markdown="```\n" + format_table(summary) + "\n```", machine=merged_machine(parts, paths))
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(summary))
@@ -169,7 +181,7 @@ def main(argv=None) -> dict:
                     for name, suffix in (("samples.png", "samples"), ("energy_histogram.png", "energies")):
                         source = Path(row["run_dir"]) / name
                         if source.exists():
-                            target = out.parent / f"gedi_mnist_{method}_{suffix}.png"
+                            target = out.parent / f"{out.stem}_{method}_{suffix}.png"
                             shutil.copyfile(source, target)
                             figures.append(str(target.relative_to(REPO) if target.is_relative_to(REPO) else target))
     finally:

@@ -7,6 +7,7 @@ keys set parameters of the logic file (e.g. `--set N=4`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ def _type_name(expected) -> str:
     return getattr(expected, "__name__", str(expected))
 
 
+_DECIMAL_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _convert(value, expected, key: str, path: str):
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):
@@ -164,6 +168,9 @@ def _convert(value, expected, key: str, path: str):
             return value
     elif expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML follows YAML 1.1, which reads exponents without a dot ("1e-4") as strings.
+        if isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()):
             return float(value)
     elif expected is str:
         if isinstance(value, str):

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from . import metrics, plots
 from .config import TaskConfig, ModelConfig, save_config
-from .data.images import load_images, resolve_data_root, to_float
+from .data.images import class_names, load_images, resolve_data_root, to_float
 from .data.toy import TOY_DATASETS, make_toy
 from .errors import ConfigError, DataError, NesyError
 from .models.backbones import build_backbone
@@ -60,6 +60,7 @@ __all__ = [
     "load_pretrain_data",
     "build_model",
     "evaluate_clusters",
+    "evaluate_epoch",
     "cluster_metrics",
     "cluster_statistics",
     "predict",
@@ -123,12 +124,12 @@ def pretrain(
         record = {"epoch": epoch, **stats, "seconds": seconds, "lr": scheduler.get_last_lr()[0]}
         summary = f"epoch {epoch}: loss {stats['loss_total']:.4f}  {seconds:.1f}s"
         if is_evaluation_epoch(epoch, config.train.epochs, config.train.eval_every):
-            evaluation = evaluate_clusters(backbone, data.test, data.test_labels, config.model.num_clusters,
-                                           batch_size=config.train.eval_batch_size, num_classes=data.num_classes)
-            evaluation.update(_energy_summary(backbone, selfsup, data, config))
+            evaluation = evaluate_epoch(backbone, selfsup, data, config)
             record.update(evaluation)
             summary += (f"  nmi {evaluation['nmi']:.3f}  acc {evaluation['cluster_accuracy']:.3f}  "
                         f"E(test) {evaluation['energy_test']:.2f}  E(noise) {evaluation['energy_noise']:.2f}")
+            if evaluation.get("ood_auroc") is not None:
+                summary += f"  AUROC({config.data.ood_dataset}) {evaluation['ood_auroc']:.3f}"
         record["nonfinite_recoveries"] = guard.count
         append_metrics(run_dir, record)
         save_checkpoint(_checkpoint(config, data, backbone, selfsup, optimizer, scheduler, guard, epoch), run_dir)
@@ -136,7 +137,7 @@ def pretrain(
         log(summary)
 
     # ---------------------------------------------------------------- 6. final evaluation
-    final = _final_report(config, data, backbone, selfsup, guard, run_dir, data_root, device)
+    final = _final_report(config, data, backbone, selfsup, guard, run_dir, device)
     write_json(run_dir / FINAL, final)
     log("final: " + "  ".join(f"{k} {final[k]:.3f}" for k in ("cluster_accuracy", "nmi", "ari")
                                 if isinstance(final.get(k), float)))
@@ -280,6 +281,8 @@ class PretrainData:
     sample_shape: tuple[int, ...]
     num_classes: int
     toy: bool
+    ood: Tensor | None = None          # data.ood_dataset's first len(test) test inputs
+    ood_labels: Tensor | None = None
 
 
 def load_pretrain_data(config: TaskConfig, data_root: str | None = None) -> PretrainData:
@@ -302,17 +305,29 @@ def load_pretrain_data(config: TaskConfig, data_root: str | None = None) -> Pret
     if config.data.test_examples is not None:
         test, test_labels = test[: config.data.test_examples], test_labels[: config.data.test_examples]
     num_classes = int(test_labels.max()) + 1 if len(test_labels) else 1
-    return PretrainData(train, test, test_labels, tuple(train.shape[1:]), num_classes, name in TOY_DATASETS)
+    shape = tuple(train.shape[1:])
+    ood, ood_labels = _load_ood(config, data_root, shape, len(test)) if config.data.ood_dataset else (None, None)
+    return PretrainData(train, test, test_labels, shape, num_classes, name in TOY_DATASETS, ood, ood_labels)
 
 
-def _load_ood(config: TaskConfig, data_root: str | None, shape: tuple[int, ...], count: int) -> Tensor:
+def _load_ood(config: TaskConfig, data_root: str | None, shape: tuple[int, ...],
+              count: int) -> tuple[Tensor, Tensor]:
+    """The first `count` test images of `data.ood_dataset` and their labels."""
     name = config.data.ood_dataset
     root = None if name.startswith("fake") else resolve_data_root(data_root or config.data.root)
-    images, _ = load_images(name, root or ".", "test")
+    images, labels = load_images(name, root or ".", "test")
     if tuple(images.shape[1:]) != shape:
         raise DataError(f"data.ood_dataset {name!r} has inputs of shape {tuple(images.shape[1:])}, but "
                         f"{config.data.dataset!r} has {shape}: OOD inputs must have the same shape")
-    return images[:count]
+    return images[:count], labels[:count]
+
+
+def ood_auroc_by_class(test_energy: Tensor, ood_energy: Tensor, ood_labels: Tensor,
+                       names: list[str]) -> dict[str, float | None]:
+    """AUROC of the in-distribution test set against each OOD class on its own: where the
+    overall figure is lost (e.g. MNIST vs Fashion-MNIST's trousers, which look like ones)."""
+    return {names[k]: _auroc(test_energy, ood_energy[ood_labels == k])
+            for k in range(len(names)) if bool((ood_labels == k).any())}
 
 
 # =============================================================================== model
@@ -392,6 +407,19 @@ def _noise(config: TaskConfig, shape: tuple[int, ...], count: int, seed: int) ->
     return low + (high - low) * torch.rand((count, *shape), generator=torch.Generator().manual_seed(seed))
 
 
+def evaluate_epoch(backbone: nn.Module, selfsup: SelfSupervised, data: PretrainData, config: TaskConfig) -> dict:
+    """What an evaluation epoch logs: `cluster_metrics` on the test set, the energies of noise and
+    of the replay buffer, and, with an OOD set, the energy score's AUROC against it."""
+    batch = config.train.eval_batch_size
+    assignments, test_energy = predict(backbone, data.test, batch)
+    evaluation = cluster_metrics(data.test_labels, assignments, test_energy, config.model.num_clusters,
+                                 data.num_classes)
+    evaluation.update(_energy_summary(backbone, selfsup, data, config))
+    if data.ood is not None:
+        evaluation["ood_auroc"] = _auroc(test_energy, predict(backbone, data.ood, batch)[1])
+    return evaluation
+
+
 def _energy_summary(backbone, selfsup: SelfSupervised, data: PretrainData, config: TaskConfig) -> dict:
     """Mean energies of uniform noise and of the replay buffer (training diagnostics)."""
     count = min(len(data.test), 1000)
@@ -412,7 +440,7 @@ def _auroc(scores_in: Tensor, scores_out: Tensor) -> float | None:
 
 
 def _final_report(config: TaskConfig, data: PretrainData, backbone, selfsup: SelfSupervised,
-                  guard: NonFiniteGuard, run_dir: Path, data_root, device) -> dict:
+                  guard: NonFiniteGuard, run_dir: Path, device) -> dict:
     batch = config.train.eval_batch_size
     assignments, test_energy = predict(backbone, data.test, batch)
     evaluation = cluster_metrics(data.test_labels, assignments, test_energy, config.model.num_clusters,
@@ -420,11 +448,13 @@ def _final_report(config: TaskConfig, data: PretrainData, backbone, selfsup: Sel
     count = min(len(data.test), 10000)
     _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 54321), batch)
     energies = {"test": test_energy, "uniform noise": noise_energy}
-    ood_auroc = None
-    if config.data.ood_dataset:
-        _, ood_energy = predict(backbone, _load_ood(config, data_root, data.sample_shape, len(data.test)), batch)
+    ood_auroc, by_class = None, None
+    if data.ood is not None:
+        _, ood_energy = predict(backbone, data.ood, batch)
         energies[f"OOD: {config.data.ood_dataset}"] = ood_energy
         ood_auroc = _auroc(test_energy, ood_energy)
+        names = class_names(config.data.ood_dataset, int(data.ood_labels.max()) + 1 if len(data.ood_labels) else 0)
+        by_class = ood_auroc_by_class(test_energy, ood_energy, data.ood_labels, names)
     records = read_metrics(run_dir)
     epochs = [r for r in records if "event" not in r and "epoch" in r]
     seconds = [r["seconds"] for r in epochs if isinstance(r.get("seconds"), (int, float))]
@@ -440,6 +470,7 @@ def _final_report(config: TaskConfig, data: PretrainData, backbone, selfsup: Sel
         **evaluation,
         "ood_dataset": config.data.ood_dataset,
         "ood_auroc": ood_auroc,
+        "ood_auroc_by_class": by_class,
         "ood_auroc_noise": _auroc(test_energy, noise_energy),
         "energy_ood": float(energies[f"OOD: {config.data.ood_dataset}"].mean()) if ood_auroc is not None else None,
         "energy_noise": float(noise_energy.mean()),

@@ -68,9 +68,18 @@ def test_short_mnist_pretrain_writes_a_run_and_beats_a_random_network(mnist_root
     assert final["ood_auroc_noise"] > 0.9  # uniform noise gets a much higher energy than digits
     if has_fashion:
         assert 0.0 <= final["ood_auroc"] <= 1.0
+        by_class = final["ood_auroc_by_class"]
+        assert "Trouser" in by_class and len(by_class) == 10
+        # The AUROC against a union of classes is the count-weighted mean of the per-class AUROCs.
+        fashion_labels = pretrain_module.load_images("fashion_mnist", str(mnist_root), "test")[1][:500]
+        counts = torch.bincount(fashion_labels, minlength=10).tolist()
+        weighted = sum(count * auroc for count, auroc in zip(counts, by_class.values())) / sum(counts)
+        assert weighted == pytest.approx(final["ood_auroc"], abs=1e-9)
     records = _epoch_records(run)
     assert [r["epoch"] for r in records] == [1, 2]
     assert {"loss_total", "loss_generative", "nmi", "energy_test", "energy_noise", "seconds"} <= set(records[0])
+    if has_fashion:  # every evaluation epoch tracks the OOD AUROC; the last one is the final model's
+        assert records[-1]["ood_auroc"] == pytest.approx(final["ood_auroc"], abs=1e-12)
     checkpoint = load_checkpoint(run)
     assert checkpoint["epoch"] == 2 and checkpoint["selfsup"]["sampler.buffer.samples"].shape == (256, 1, 28, 28)
     assert (run / "config.yaml").exists()

@@ -54,6 +54,18 @@ def test_overrides_reach_config_and_logic_params():
     assert config.data.train_examples == 10
 
 
+def test_exponent_notation_is_a_float_in_files_and_overrides(tmp_path):
+    # YAML 1.1 (PyYAML) reads "1e-4" as a string; a float key takes it as the number it means.
+    path = write_task(tmp_path, "name: x\ntrain:\n  lr: 3e-4\n")
+    assert load_config(path).train.lr == pytest.approx(3e-4)
+    config = load_config(ADDITION, ["train.lr=1e-4", "gedi.sgld.noise_std=5E-3"])
+    assert config.train.lr == pytest.approx(1e-4) and config.gedi.sgld.noise_std == pytest.approx(5e-3)
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got '1e2'"):
+        load_config(ADDITION, ["train.epochs=1e2"])  # an int key still wants an int
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float, got '1e-4x'"):
+        load_config(ADDITION, ["train.lr=1e-4x"])
+
+
 def test_bad_override_value_is_rejected():
     with pytest.raises(ConfigError, match="train.epochs"):
         load_config(ADDITION, ["train.epochs=many"])

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_data_root",
     "load_images",
     "clear_image_cache",
+    "class_names",
     "to_float",
 ]
 
@@ -128,6 +129,18 @@ def load_images(
         raise DataError(f"data set '{name}' has no split '{split}'; valid splits: {', '.join(splits)}")
     root_path = Path(root).expanduser().absolute() if base != "fake" else Path(".")
     return _load_cached(key_name, str(root_path), split, bool(download))
+
+
+def class_names(name: str, count: int) -> list[str]:
+    """Readable names of the `count` labels of data set `name` (torchvision's for MNIST and
+    Fashion-MNIST, "class K" otherwise), for per-class reports."""
+    key_name = str(name).strip().lower().replace("-", "_")
+    if key_name in _MNIST_LIKE:
+        from torchvision import datasets  # lazy: torchvision is slow to import
+        names = list(getattr(datasets, _MNIST_LIKE[key_name][0]).classes)
+        if len(names) == count:
+            return names
+    return [f"class {k}" for k in range(count)]
 
 
 def clear_image_cache() -> None:
