@@ -106,8 +106,8 @@ def save_energy_histogram(energies: Mapping[str, object], path: str | Path, titl
 
 _CURVE_GROUPS = (
     ("losses", lambda key: key.startswith("loss_")),
-    ("clustering (test)", lambda key: key in ("cluster_accuracy", "nmi", "ari", "largest_cluster",
-                                              "cluster_entropy")),
+    ("test: clustering, OOD AUROC", lambda key: key in ("cluster_accuracy", "nmi", "ari", "largest_cluster",
+                                                        "cluster_entropy", "ood_auroc")),
     ("energies", lambda key: key.startswith("energy_")),
 )
 
