@@ -166,9 +166,10 @@ def main(argv=None) -> dict:
     runs_dir = Path(args.runs_dir or temporary)
     started = time.perf_counter()
     rows, figures = [], []
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
         for method in args.methods:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for seed in seeds:
                 row = run_one(method, seed, args, runs_dir)
                 rows.append(row)
                 if "error" in row:
@@ -195,7 +196,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "gedi_mnist",
         "settings": {"task": str(Path(args.task).relative_to(REPO)) if Path(args.task).is_relative_to(REPO)
-                     else args.task, "methods": args.methods, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
+                     else args.task, "methods": args.methods, "seeds": seeds,
                      "epochs": args.epochs or config.train.epochs,
                      "train_images": args.train_images or config.data.train_examples,
                      "test_images": args.test_images or config.data.test_examples,

@@ -283,6 +283,7 @@ class PretrainData:
     toy: bool
     ood: Tensor | None = None          # data.ood_dataset's first len(test) test inputs
     ood_labels: Tensor | None = None
+    ood_class_names: list[str] | None = None
 
 
 def load_pretrain_data(config: TaskConfig, data_root: str | None = None) -> PretrainData:
@@ -306,8 +307,12 @@ def load_pretrain_data(config: TaskConfig, data_root: str | None = None) -> Pret
         test, test_labels = test[: config.data.test_examples], test_labels[: config.data.test_examples]
     num_classes = int(test_labels.max()) + 1 if len(test_labels) else 1
     shape = tuple(train.shape[1:])
-    ood, ood_labels = _load_ood(config, data_root, shape, len(test)) if config.data.ood_dataset else (None, None)
-    return PretrainData(train, test, test_labels, shape, num_classes, name in TOY_DATASETS, ood, ood_labels)
+    data = PretrainData(train, test, test_labels, shape, num_classes, name in TOY_DATASETS)
+    if config.data.ood_dataset:
+        data.ood, data.ood_labels = _load_ood(config, data_root, shape, len(test))
+        classes = int(data.ood_labels.max()) + 1 if len(data.ood_labels) else 0
+        data.ood_class_names = class_names(config.data.ood_dataset, classes)
+    return data
 
 
 def _load_ood(config: TaskConfig, data_root: str | None, shape: tuple[int, ...],
@@ -325,7 +330,7 @@ def _load_ood(config: TaskConfig, data_root: str | None, shape: tuple[int, ...],
 def ood_auroc_by_class(test_energy: Tensor, ood_energy: Tensor, ood_labels: Tensor,
                        names: list[str]) -> dict[str, float | None]:
     """AUROC of the in-distribution test set against each OOD class on its own: where the
-    overall figure is lost (e.g. MNIST vs Fashion-MNIST's trousers, which look like ones)."""
+    overall figure is lost (e.g. MNIST vs Fashion-MNIST's trousers, dresses and sneakers)."""
     return {names[k]: _auroc(test_energy, ood_energy[ood_labels == k])
             for k in range(len(names)) if bool((ood_labels == k).any())}
 
@@ -408,16 +413,26 @@ def _noise(config: TaskConfig, shape: tuple[int, ...], count: int, seed: int) ->
 
 
 def evaluate_epoch(backbone: nn.Module, selfsup: SelfSupervised, data: PretrainData, config: TaskConfig) -> dict:
-    """What an evaluation epoch logs: `cluster_metrics` on the test set, the energies of noise and
-    of the replay buffer, and, with an OOD set, the energy score's AUROC against it."""
+    """What an evaluation epoch logs: `cluster_metrics` on the test set, the energy score's AUROC
+    against the OOD set (if configured), and the energies of noise and of the replay buffer."""
+    evaluation = _score_test_and_ood(backbone, data, config)[0]
+    evaluation.update(_energy_summary(backbone, selfsup, data, config))
+    return evaluation
+
+
+def _score_test_and_ood(backbone: nn.Module, data: PretrainData,
+                        config: TaskConfig) -> tuple[dict, Tensor, Tensor, Tensor | None]:
+    """(`cluster_metrics` of the test split, plus "ood_auroc" with an OOD set; test cluster
+    assignments; test energies; OOD energies, None without an OOD set)."""
     batch = config.train.eval_batch_size
     assignments, test_energy = predict(backbone, data.test, batch)
     evaluation = cluster_metrics(data.test_labels, assignments, test_energy, config.model.num_clusters,
                                  data.num_classes)
-    evaluation.update(_energy_summary(backbone, selfsup, data, config))
+    ood_energy = None
     if data.ood is not None:
-        evaluation["ood_auroc"] = _auroc(test_energy, predict(backbone, data.ood, batch)[1])
-    return evaluation
+        ood_energy = predict(backbone, data.ood, batch)[1]
+        evaluation["ood_auroc"] = _auroc(test_energy, ood_energy)
+    return evaluation, assignments, test_energy, ood_energy
 
 
 def _energy_summary(backbone, selfsup: SelfSupervised, data: PretrainData, config: TaskConfig) -> dict:
@@ -441,20 +456,15 @@ def _auroc(scores_in: Tensor, scores_out: Tensor) -> float | None:
 
 def _final_report(config: TaskConfig, data: PretrainData, backbone, selfsup: SelfSupervised,
                   guard: NonFiniteGuard, run_dir: Path, device) -> dict:
-    batch = config.train.eval_batch_size
-    assignments, test_energy = predict(backbone, data.test, batch)
-    evaluation = cluster_metrics(data.test_labels, assignments, test_energy, config.model.num_clusters,
-                                 data.num_classes)
+    evaluation, assignments, test_energy, ood_energy = _score_test_and_ood(backbone, data, config)
     count = min(len(data.test), 10000)
-    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 54321), batch)
+    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 54321),
+                              config.train.eval_batch_size)
     energies = {"test": test_energy, "uniform noise": noise_energy}
-    ood_auroc, by_class = None, None
-    if data.ood is not None:
-        _, ood_energy = predict(backbone, data.ood, batch)
+    ood_auroc, by_class = evaluation.get("ood_auroc"), None
+    if ood_energy is not None:
         energies[f"OOD: {config.data.ood_dataset}"] = ood_energy
-        ood_auroc = _auroc(test_energy, ood_energy)
-        names = class_names(config.data.ood_dataset, int(data.ood_labels.max()) + 1 if len(data.ood_labels) else 0)
-        by_class = ood_auroc_by_class(test_energy, ood_energy, data.ood_labels, names)
+        by_class = ood_auroc_by_class(test_energy, ood_energy, data.ood_labels, data.ood_class_names)
     records = read_metrics(run_dir)
     epochs = [r for r in records if "event" not in r and "epoch" in r]
     seconds = [r["seconds"] for r in epochs if isinstance(r.get("seconds"), (int, float))]
