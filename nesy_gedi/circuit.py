@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .compiler import CompiledKnowledge
+from .reasoning import enumerate_label_tuples
 
 PREDICTION_EXACT = "exact"
 PREDICTION_ARGMAX_CONCEPTS = "argmax-concepts"
@@ -178,7 +179,7 @@ class KnowledgeCircuit(nn.Module):
     def label_candidates(self) -> list | None:
         """All label tuples the knowledge allows, or None when there are more than max_label_candidates."""
         if self._label_candidates is None:
-            self._label_candidates = _enumerate_label_tuples(self.compiled, self.max_label_candidates)
+            self._label_candidates = enumerate_label_tuples(self.compiled, self.max_label_candidates)
         return self._label_candidates or None
 
     @property
@@ -199,55 +200,3 @@ class KnowledgeCircuit(nn.Module):
         evidence = candidate_tensor.repeat(batch, 1)
         scores = self.forward(repeated, evidence).view(batch, count)
         return candidate_tensor[scores.argmax(dim=1)]
-
-
-def _enumerate_label_tuples(compiled: CompiledKnowledge, limit: int) -> list:
-    """Label tuples consistent with the knowledge (concepts and hidden variables projected away),
-    sorted; [] when there are more than `limit`.
-
-    The other variables are projected away and the label tuples counted exactly first;
-    only when they are few does a depth-first search over the labels condition the
-    projected SDD on one label value at a time, pruning prefixes that no model extends
-    (every prefix kept extends to a tuple, so the search is short). Enumerating
-    `SddNode.models()` instead would also enumerate every assignment of the projected-away
-    indicators (2**(that many) of them).
-    """
-    import array
-
-    from .compiler import exact_model_count
-
-    knowledge = compiled.knowledge
-    labels = knowledge.labels
-    if not labels:
-        return []
-    manager, full_root = compiled.sdd()
-    exists_map = array.array("i", [0] * (manager.var_count() + 1))
-    quantified = 0
-    for variable in knowledge.variables:
-        if variable.role != "label":
-            for literal in compiled.literals(variable):
-                exists_map[literal] = 1
-                quantified += 1
-    root = manager.exists_multiple(exists_map, full_root)
-    if root.is_false() or exact_model_count(manager, root) // 2**quantified > limit:
-        return []
-    tuples: list = []
-
-    def search(depth: int, node, prefix: list) -> bool:
-        if depth == len(labels):
-            tuples.append(list(prefix))
-            return len(tuples) <= limit
-        label = labels[depth]
-        for position, value in enumerate(label.domain):
-            child = manager.condition(compiled.literal_of[(label.id, position)], node)
-            if child.is_false():
-                continue
-            prefix.append(value)
-            keep_going = search(depth + 1, child, prefix)
-            prefix.pop()
-            if not keep_going:
-                return False
-        return True
-
-    search(0, root, [])
-    return sorted(tuples)

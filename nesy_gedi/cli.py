@@ -17,6 +17,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     parser.add_argument("--data-root", help="data folder (default $NESY_GEDI_DATA, else a user cache folder)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the task's train.device)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard event files into the run directory (train.tensorboard)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,10 +92,11 @@ def command_compile(args) -> int:
 
 def _run_task(args, loop) -> int:
     from .config import load_config
-    from .runs import prepare_run_dir
 
     config = load_config(args.task, args.overrides)
-    run_dir = prepare_run_dir(args.out, config.name, args.resume)
+    if args.tensorboard:
+        config.train.tensorboard = True
+    run_dir = Path(args.out) if args.out is not None else Path("runs") / config.name
     final = loop(config, run_dir, resume=args.resume, data_root=args.data_root, device=args.device)
     if final:
         _print_final(final, run_dir)

@@ -1,11 +1,17 @@
-"""Evaluation of a perception network + circuit on a tuple data set."""
+"""`nesy-gedi evaluate`: a perception network + circuit scored on a tuple data set, and a\ntrain run read back from its directory (`load_run`)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .builders import TRAIN_KIND, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
-from .data.tasks import TupleDataset
+from .data.images import resolve_data_root
+from .data.tasks import TupleDataset, build_task_data
+from .errors import NesyError
+from .runs import CHECKPOINT, load_checkpoint, load_run_config, load_weights, select_device, write_json
 
 
 @torch.no_grad()
@@ -44,37 +50,29 @@ def evaluate_split(perception, circuit: KnowledgeCircuit, dataset: TupleDataset,
     }
 
 
-def load_run(run_dir, data_root=None, device=None):
-    """Config, circuit, data splits and trained perception network of a `train` run."""
-    from .config import config_from_dict
-    from .data.images import resolve_data_root
-    from .data.tasks import build_task_data
-    from .errors import NesyError
-    from .runs import CONFIG, load_checkpoint, select_device
-    from .train import build_circuit, build_perception
-
-    import yaml
-
-    config_path = run_dir / CONFIG
-    if not config_path.exists():
-        raise NesyError(f"not a run directory (no {CONFIG})", str(run_dir))
-    config = config_from_dict(yaml.safe_load(config_path.read_text()), str(config_path))
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None or "perception" not in checkpoint:
-        raise NesyError("the run has no training checkpoint yet", str(run_dir))
+def load_run(run_dir, data_root=None, device=None, checkpoint_name: str = CHECKPOINT):
+    """(config, circuit, data splits, trained perception network, device) of a `train` run,
+    from any working directory: the logic file is the run's own copy."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    checkpoint = load_checkpoint(run_dir, name=checkpoint_name)
+    if checkpoint is None:
+        raise NesyError(f"the run has no {checkpoint_name} yet", str(run_dir))
+    if checkpoint.get("kind") not in (TRAIN_KIND, None):
+        raise NesyError(f"not a train run (its checkpoint is of kind {checkpoint.get('kind')!r})", str(run_dir))
     device = select_device(device or config.train.device)
     circuit = build_circuit(config).to(device)
     splits = build_task_data(config, circuit, resolve_data_root(data_root or config.data.root))
-    config.model.init = None  # the checkpoint already holds the trained weights
-    perception = build_perception(config, circuit, splits["train"].images.shape[1])
-    perception.load_state_dict(checkpoint["perception"])
+    perception = build_perception(config, circuit, tuple(splits["train"].images.shape[1:]), initialise=False)
+    # Checkpoints written before the engine kept the weights under "perception".
+    weights = checkpoint.get("weights", checkpoint.get("perception"))
+    load_weights(perception, weights, run_dir / checkpoint_name, "the perception network")
     return config, circuit, splits, perception.to(device), device
 
 
 def evaluate_run(run_dir, data_root=None, device=None) -> dict:
-    """Re-evaluate a run's checkpoint on its test splits; writes evaluation.json."""
-    from .runs import write_json
-
+    """Re-evaluate a run's checkpoint on its held-out splits; writes evaluation.json."""
+    run_dir = Path(run_dir)
     config, circuit, splits, perception, device = load_run(run_dir, data_root, device)
     results = {"run": str(run_dir), "prediction": circuit.prediction_method}
     for name, split in splits.items():

@@ -38,11 +38,11 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def save_sample_grid(samples, path: str | Path, ncol: int = 8, title: str | None = None) -> Path:
-    """A grid of images [N, C, H, W] in [-1, 1] (e.g. SGLD samples from the replay buffer)."""
+def sample_grid(samples, ncol: int = 8) -> np.ndarray:
+    """Images [N, C, H, W] in [-1, 1] tiled into one [H', W', C] array in [0, 1]."""
     images = _numpy(samples)
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"save_sample_grid: expected images [N, 1|3, H, W], got {images.shape}")
+        raise ValueError(f"sample_grid: expected images [N, 1|3, H, W], got {images.shape}")
     count, channels, height, width = images.shape
     ncol = max(1, min(ncol, count))
     nrow = max(1, math.ceil(count / ncol))
@@ -52,7 +52,15 @@ def save_sample_grid(samples, path: str | Path, ncol: int = 8, title: str | None
         row, col = divmod(index, ncol)
         top, left = pad + row * (height + pad), pad + col * (width + pad)
         grid[top:top + height, left:left + width] = np.transpose(images[index], (1, 2, 0))
-    grid = np.clip((grid + 1.0) / 2.0, 0.0, 1.0)
+    return np.clip((grid + 1.0) / 2.0, 0.0, 1.0)
+
+
+def save_sample_grid(samples, path: str | Path, ncol: int = 8, title: str | None = None) -> Path:
+    """A grid of images [N, C, H, W] in [-1, 1] (e.g. SGLD samples from the replay buffer)."""
+    grid = sample_grid(samples, ncol)
+    count, channels = len(samples), grid.shape[2]
+    ncol = max(1, min(ncol, count))
+    nrow = max(1, math.ceil(count / ncol))
     figure = Figure(figsize=(ncol * 0.6 + 0.4, nrow * 0.6 + 0.6))
     axes = figure.add_subplot()
     if channels == 1:
@@ -105,10 +113,10 @@ def save_energy_histogram(energies: Mapping[str, object], path: str | Path, titl
 
 
 _CURVE_GROUPS = (
-    ("losses", lambda key: key.startswith("loss_")),
+    ("losses", lambda key: key.startswith("train_") and "energy" not in key),
     ("test: clustering, OOD AUROC", lambda key: key in ("cluster_accuracy", "nmi", "ari", "largest_cluster",
                                                         "cluster_entropy", "ood_auroc")),
-    ("energies", lambda key: key.startswith("energy_")),
+    ("energies", lambda key: key.startswith(("energy_", "train_energy_"))),
 )
 
 

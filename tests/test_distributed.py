@@ -24,8 +24,10 @@ import torch
 
 from nesy_gedi.compiler import compile_file
 from nesy_gedi.config import load_config
-from nesy_gedi.runs import CHECKPOINT, CONFIG, FINAL, METRICS, load_checkpoint, read_metrics
-from nesy_gedi.train import build_circuit, train
+from nesy_gedi.builders import build_circuit
+from nesy_gedi.pretrain import pretrain
+from nesy_gedi.runs import CHECKPOINT, CONFIG, FINAL, LOGIC_COPY, MANIFEST, METRICS, load_checkpoint, read_metrics
+from nesy_gedi.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
@@ -34,6 +36,8 @@ TIMEOUT = 300  # seconds for one two-process run (about 30 s on a busy 2-core ma
 EPOCHS = 2
 TINY = ["data.train_examples=64", "data.test_examples=32", "train.progress=false", "train.num_threads=1",
         f"train.epochs={EPOCHS}"]
+
+RUN_FILES = sorted([CHECKPOINT, CONFIG, FINAL, METRICS, MANIFEST, LOGIC_COPY, ".lock"])
 
 torch.set_num_threads(1)
 
@@ -101,7 +105,7 @@ def cli_args(out: Path) -> list:
 
 
 def perception_parameters(run_dir: Path) -> dict:
-    return load_checkpoint(run_dir)["perception"]
+    return load_checkpoint(run_dir)["weights"]
 
 
 @pytest.mark.mnist
@@ -111,7 +115,7 @@ def test_two_gloo_processes_train_like_one_process_with_twice_the_batch(mnist_ro
     result = torchrun(["-m", "nesy_gedi"], cli_args(out), mnist_root, tmp_path)
 
     # Only rank 0 writes: exactly the run files, one final.json, one metrics line per epoch.
-    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, CONFIG, FINAL, METRICS])
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
     assert [r["epoch"] for r in read_metrics(out)] == list(range(1, EPOCHS + 1))
     final = json.loads((out / FINAL).read_text())
     assert final["epochs"] == EPOCHS
@@ -128,29 +132,41 @@ def test_two_gloo_processes_train_like_one_process_with_twice_the_batch(mnist_ro
 
 
 PROBE = textwrap.dedent('''
-    """`python -m nesy_gedi`, recording each rank's final parameters at teardown."""
+    """`python -m nesy_gedi`, recording each rank's final parameters at teardown; with NAN_RANK set,
+    that rank's loss is NaN on its NAN_CALL-th batch (a non-finite step on one rank only)."""
     import os
     import sys
 
     import torch
 
-    from nesy_gedi import cli, distributed
+    from nesy_gedi import cli, distributed, engine
 
     seen = {}
-    average_gradients, teardown = distributed.average_gradients, distributed.teardown
+    wrap, teardown, forward = distributed.wrap, distributed.teardown, engine._Step.forward
+    calls = {"n": 0}
 
-    def recording_average_gradients(module, state):
-        seen["module"] = module
-        return average_gradients(module, state)
+    def recording_wrap(module, state):
+        seen["module"] = module.model
+        return wrap(module, state)
 
     def recording_teardown(state):
-        state_dict = {k: v.detach().cpu().clone() for k, v in seen["module"].state_dict().items()}
-        torch.save({"rank": state.rank, "world_size": state.world_size, "state": state_dict},
-                   os.path.join(os.environ["PROBE_DIR"], f"rank{state.rank}.pt"))
+        if "module" in seen:
+            state_dict = {k: v.detach().cpu().clone() for k, v in seen["module"].state_dict().items()}
+            torch.save({"rank": state.rank, "world_size": state.world_size, "state": state_dict},
+                       os.path.join(os.environ["PROBE_DIR"], f"rank{state.rank}.pt"))
         teardown(state)
 
-    distributed.average_gradients = recording_average_gradients
+    def nan_on_one_rank(self, *args):
+        terms = forward(self, *args)
+        calls["n"] += 1
+        if os.environ.get("RANK") == os.environ.get("NAN_RANK") and calls["n"] == int(os.environ["NAN_CALL"]):
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    distributed.wrap = recording_wrap
     distributed.teardown = recording_teardown
+    if "NAN_RANK" in os.environ:
+        engine._Step.forward = nan_on_one_rank
     sys.exit(cli.main(sys.argv[1:]))
 ''')
 
@@ -172,4 +188,77 @@ def test_both_ranks_end_with_the_same_parameters(mnist_root, tmp_path):
         # Both ranks apply the same all-reduced gradients to the same broadcast start.
         assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
         assert torch.equal(checkpoint[key], value), key
-    assert sorted(p.name for p in out.iterdir()) == sorted([CHECKPOINT, CONFIG, FINAL, METRICS])
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
+
+
+# ----------------------------------------------------------------------------- pretrain and failures
+MOONS = ROOT / "tasks" / "gedi_moons.yaml"
+MOONS_TINY = ["data.toy_samples=400", "train.epochs=3", "train.batch_size=50", "gedi.sgld.buffer_size=200",
+              "gedi.sgld.steps=3", "train.num_threads=1", "train.progress=false"]
+
+
+def moons_args(out: Path, extra=()) -> list:
+    args = ["pretrain", str(MOONS), "--out", str(out)]
+    for item in [*MOONS_TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+def run_probe(tmp_path: Path, args: list, mnist_root: Path, env: dict | None = None, expect_rc: int = 0):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir(exist_ok=True)
+    launcher = tmp_path / "launch_probe.py"
+    launcher.write_text(PROBE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(launcher), *args]
+    full_env = dict(os.environ, NESY_GEDI_DATA=str(mnist_root), NESY_GEDI_CACHE=str(tmp_path / "circuits"),
+                    CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PROBE_DIR=str(probe_dir), **(env or {}))
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun hung: {' '.join(command)}")
+    assert result.returncode == expect_rc, f"rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    ranks = [torch.load(probe_dir / f"rank{r}.pt") for r in (0, 1) if (probe_dir / f"rank{r}.pt").exists()]
+    return result, ranks
+
+
+@pytest.mark.slow
+def test_two_process_pretrain_matches_one_process_within_noise(mnist_root, tmp_path):
+    out = tmp_path / "ddp"
+    _, ranks = run_probe(tmp_path, moons_args(out), mnist_root)
+    assert len(ranks) == 2
+    for key, value in ranks[0]["state"].items():
+        assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == sorted(
+        [CHECKPOINT, CONFIG, FINAL, METRICS, MANIFEST, ".lock"])
+    ddp = json.loads((out / FINAL).read_text())
+    # One process at twice the batch sees the same examples per step; SGLD chains differ per rank.
+    single = pretrain(load_config(MOONS, MOONS_TINY + ["train.batch_size=100"]), tmp_path / "single")
+    assert abs(ddp["nmi"] - single["nmi"]) < 0.25 and abs(ddp["cluster_accuracy"] - single["cluster_accuracy"]) < 0.1
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_nonfinite_step_on_one_rank_is_skipped_on_both(mnist_root, tmp_path):
+    out = tmp_path / "ddp"
+    _, ranks = run_probe(tmp_path, moons_args(out), mnist_root, {"NAN_RANK": "1", "NAN_CALL": "2"})
+    assert len(ranks) == 2
+    for key, value in ranks[0]["state"].items():  # neither rank stepped alone: the weights agree
+        assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
+    [event] = [r for r in read_metrics(out) if r.get("event") == "nonfinite"]
+    assert event["epoch"] == 1 and event["step"] == 2 and event["action"] == "reset buffer, skip step"
+    epochs = [r for r in read_metrics(out) if "event" not in r]
+    assert [r["skipped_steps"] for r in epochs] == [1, 0, 0]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_nonfinite_train_step_on_one_rank_stops_both_without_hanging(mnist_root, tmp_path):
+    # The ranks agree to stop and exit with the CLI's status 2 (torchrun ends any rank still
+    # running once one has exited, and reports its own failure, 1); the timeout catches a hang.
+    result, _ = run_probe(tmp_path, cli_args(tmp_path / "ddp"), mnist_root, {"NAN_RANK": "1", "NAN_CALL": "3"},
+                          expect_rc=1)
+    output = result.stdout + result.stderr
+    assert "nesy-gedi: error: training stopped: non-finite values at epoch 2, step 1" in output, output
+    assert "exitcode  : 2" in output and "Traceback" not in output.split("Root Cause")[0]
+    assert load_checkpoint(tmp_path / "ddp")["epoch"] == 1

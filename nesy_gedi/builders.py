@@ -1,0 +1,118 @@
+"""What a task config builds, shared by every command: the circuit, the backbone, the
+perception network, and a backbone's weights taken from another run (`model.init`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .circuit import KnowledgeCircuit
+from .compiler import compile_file
+from .config import ModelConfig, TaskConfig
+from .errors import ConfigError, NesyError
+from .models.backbones import build_backbone
+from .runs import CHECKPOINT, load_checkpoint, load_weights, read_manifest
+
+# Checkpoint kinds written by the engine, and the one written by pretraining before it.
+TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pretrain"
+
+
+class Perception(nn.Module):
+    """One backbone shared by every concept position: images [B, P, ...] -> logits [B, P, C]."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, positions = images.shape[:2]
+        logits = self.backbone(images.flatten(0, 1))
+        return logits.view(batch, positions, -1)
+
+
+def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
+    if config.logic is None:
+        raise ConfigError("this task has no logic section; `train` needs a logic file "
+                          "(use `pretrain` for self-supervised tasks)", config.source)
+    compiled = compile_file(config.logic.file, config.logic.params, vtree_type=config.logic.vtree)
+    return KnowledgeCircuit(compiled, compile_module=config.circuit.compile,
+                            max_label_candidates=config.circuit.max_label_candidates)
+
+
+def build_model(model: ModelConfig, sample_shape: tuple[int, ...], num_outputs: int | None = None) -> nn.Module:
+    """The backbone `model.backbone` with `num_outputs` (default `model.num_clusters`) logits for
+    inputs of `sample_shape` ([C, H, W] images, or [D] vectors for the MLP); a backbone that
+    cannot take such inputs raises a ConfigError."""
+    outputs = model.num_clusters if num_outputs is None else num_outputs
+    options = dict(model.options)
+    try:
+        if model.backbone.replace("-", "_") == "mlp":
+            options.setdefault("in_features", int(np.prod(sample_shape)))
+            backbone = build_backbone("mlp", outputs, **options)
+        else:
+            if len(sample_shape) != 3:
+                raise ValueError(f"it needs images [C, H, W], but the data has inputs of shape {tuple(sample_shape)}")
+            backbone = build_backbone(model.backbone, outputs, in_channels=sample_shape[0], **options)
+        with torch.no_grad():
+            out = backbone(torch.zeros(2, *sample_shape))
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ConfigError(f"model.backbone {model.backbone!r} cannot be built for inputs of shape "
+                          f"{tuple(sample_shape)}: {' '.join(str(error).split())[:300]}") from None
+    if tuple(out.shape) != (2, outputs):
+        raise ConfigError(f"model.backbone {model.backbone!r} returns {tuple(out.shape)[1:]} outputs, "
+                          f"expected {outputs}")
+    return backbone
+
+
+def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, sample_shape: tuple[int, ...],
+                     initialise: bool = True) -> Perception:
+    """The perception network of a `train` run; `model.init` supplies its starting weights
+    unless `initialise` is False (a checkpoint will)."""
+    backbone = build_model(config.model, sample_shape, circuit.concept_domain_size)
+    if config.model.init and initialise:
+        load_pretrained_backbone(config.model.init, backbone)
+    return Perception(backbone)
+
+
+def backbone_state(checkpoint: dict, path: Path) -> dict:
+    """The backbone's weights in a checkpoint of any kind the project writes."""
+    kind = checkpoint.get("kind")
+    if kind == LEGACY_PRETRAIN_KIND:
+        return checkpoint.get("backbone")
+    weights = checkpoint.get("weights")
+    if kind == PRETRAIN_KIND:
+        return weights
+    if kind == TRAIN_KIND and isinstance(weights, dict):
+        return {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}
+    raise NesyError(f"{CHECKPOINT} holds no backbone weights (kind {kind!r})", str(path))
+
+
+def load_pretrained_backbone(run_dir: str | Path, backbone: nn.Module) -> dict:
+    """Load the backbone of another run (pretrain or train) into `backbone`, in place.
+
+    Returns the run's manifest plus "epoch" and "method". Raises NesyError when the folder
+    holds no (readable, safe) checkpoint or the architecture differs.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NesyError("run directory not found (model.init must name the --out folder of a pretrain "
+                        "or train run)", str(run_dir))
+    parameter = next(backbone.parameters(), None)
+    checkpoint = load_checkpoint(run_dir, map_location=parameter.device if parameter is not None else "cpu")
+    if checkpoint is None:
+        raise NesyError(f"no {CHECKPOINT} in this folder: it is not a run, or the run has not finished an "
+                        "epoch yet", str(run_dir))
+    load_weights(backbone, backbone_state(checkpoint, run_dir), run_dir / CHECKPOINT, "this backbone")
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"),
+            "method": config.get("gedi", {}).get("method")}
+
+
+def require_labels(circuit: KnowledgeCircuit, config: TaskConfig) -> None:
+    """The semantic loss learns from observed labels; knowledge that declares none gives it
+    nothing to learn from (and every label accuracy would read 1.0)."""
+    if not circuit.labels:
+        raise ConfigError("the logic file declares no label: the semantic loss has nothing to learn from "
+                          "(declare the observed outputs with `label`)", config.logic.file)

@@ -1,0 +1,347 @@
+"""The one training engine behind `nesy-gedi train` and `nesy-gedi pretrain`.
+
+A command opens a run (`open_run`: device, process group, run-directory checks, lock,
+seed), builds its data and model, and hands the engine a `Job`: the network to train,
+the objective state to checkpoint with it, and `loss(rows, generator, epoch) -> terms`.
+`fit` then reads top to bottom:
+
+    1. optimiser and learning-rate schedule, non-finite guard, resume from the checkpoint
+    2. per epoch: a permutation and a step generator seeded by (seed, epoch[, rank]), the
+       batches of this rank's shard, one optimiser step per batch; a non-finite loss or
+       gradient on any rank skips the step on every rank
+    3. evaluation (every train.eval_every epochs and after the last), metrics.jsonl and
+       TensorBoard, an atomic checkpoint (and best.pt with train.keep_best)
+    4. the job's final report, written to final.json
+
+Everything that changes during training (weights, Adam and schedule state, the replay
+buffer, the recovery count, torch's RNG state) is in the checkpoint, and everything else
+is drawn from generators seeded by (seed, epoch), so a run killed at any point and resumed
+with `--resume` ends with the metrics of an uninterrupted run.
+
+Under torchrun the step module (the whole loss, SGLD included) runs inside
+DistributedDataParallel; every rank takes every world_size-th example of the shared
+permutation, and only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from . import distributed
+from .config import TaskConfig
+from .errors import NesyError
+from .optim import build_optimizer, learning_rate_schedule
+from .runs import (BEST, CHECKPOINT, CHECKPOINT_FORMAT, FINAL, RunLock, check_new_run, check_resume,
+                   is_evaluation_epoch, load_checkpoint, load_weights, read_metrics, save_checkpoint,
+                   select_device, start_run_dir, truncate_metrics, write_json)
+from .sgld import NonFiniteError
+from .tracking import Tracker
+
+Terms = dict[str, Tensor]
+
+
+@dataclass
+class Run:
+    """An open run directory: where the run writes, on which device, as which rank."""
+
+    config: TaskConfig
+    run_dir: Path
+    kind: str
+    resume: bool
+    device: torch.device
+    dist: distributed.DistState
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, message: str) -> None:
+        if self.is_main and self.config.train.progress:
+            tqdm.write(message, file=sys.stderr)
+
+
+@dataclass
+class Job:
+    """What a command trains.
+
+    `loss(rows, generator, epoch)` returns the terms of the batch of example indices `rows`;
+    "total" is minimised, the other terms are logged as `train_<term>` (per-example means).
+    `evaluate()` returns the held-out metrics of the current model (rank 0 only), `finish`
+    the content of final.json from the metrics records; `recover(generator)` repairs the
+    objective after a non-finite step (reset the SGLD buffer) — without it such a step stops
+    the run. `constant_epochs` keep the full learning rate before a cosine schedule starts.
+    """
+
+    model: nn.Module
+    loss: Callable[[Tensor, torch.Generator, int], Terms]
+    num_examples: int
+    evaluate: Callable[[], dict]
+    finish: Callable[[list, Tracker], dict]
+    state: nn.Module | None = None
+    recover: Callable[[torch.Generator], None] | None = None
+    phase: Callable[[int], str] = lambda epoch: "train"
+    constant_epochs: int = 0
+    epochs: int | None = None  # default train.epochs
+    summary: Callable[[dict], str] | None = None
+    selection_metric: str = "val_label_accuracy"  # what train.keep_best maximises
+    extra_state: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def open_run(config: TaskConfig, run_dir: Path, kind: str, resume: bool = False, device: str | None = None):
+    """Check, lock and prepare the run directory (rank 0 writes, every rank checks), join the
+    process group under torchrun, seed torch; yields the `Run`."""
+    run_dir = Path(run_dir if run_dir is not None else Path("runs") / config.name)
+    dist = distributed.setup(select_device(device or config.train.device))
+    lock = RunLock(run_dir)
+    try:
+        if config.train.num_threads:
+            torch.set_num_threads(config.train.num_threads)
+        check_new_run(run_dir, resume)
+        if resume:
+            check_resume(run_dir, config, kind)
+        if dist.is_main:
+            lock.acquire()
+            start_run_dir(run_dir, config, kind, resume)
+        distributed.barrier(dist)
+        torch.manual_seed(config.train.seed)
+        yield Run(config, run_dir, kind, resume, dist.device, dist)
+    finally:
+        lock.release()
+        distributed.teardown(dist)
+
+
+class _Step(nn.Module):
+    """The whole loss of one batch as one module, so DDP sees every parameter it uses."""
+
+    def __init__(self, job: Job):
+        super().__init__()
+        self.model = job.model
+        self.state = job.state
+        self.job_loss = job.loss
+
+    def forward(self, rows: Tensor, generator: torch.Generator, epoch: int) -> Terms:
+        return self.job_loss(rows, generator, epoch)
+
+
+class NonFiniteGuard:
+    """Counts skipped non-finite steps; stops the run past `train.max_nonfinite_recoveries`
+    (or at once when the job cannot recover), naming the last good checkpoint."""
+
+    def __init__(self, run: Run, recover: Callable | None, count: int = 0):
+        self.run = run
+        self.recover_fn = recover
+        self.max_recoveries = run.config.train.max_nonfinite_recoveries if recover is not None else 0
+        self.count = count
+        self.last_good_epoch = 0
+
+    def recover(self, tracker: Tracker | None, generator: torch.Generator, *, epoch: int, step: int,
+                reason: str) -> None:
+        self.count += 1
+        stopping = self.count > self.max_recoveries
+        if tracker is not None:
+            tracker.log({"event": "nonfinite", "epoch": epoch, "step": step, "reason": reason,
+                         "recoveries": self.count, "max_recoveries": self.max_recoveries,
+                         "action": "stop" if stopping else "reset buffer, skip step"})
+        if stopping:
+            where = (f"; {self.run.run_dir / CHECKPOINT} holds the last good epoch ({self.last_good_epoch})"
+                     if self.last_good_epoch else "")
+            advice = ("; try a smaller gedi.sgld.step_size, a lower train.lr or gedi.energy_magnitude > 0"
+                      if self.recover_fn is not None else "; try a lower train.lr")
+            raise NesyError(f"training stopped: non-finite values at epoch {epoch}, step {step} ({reason})"
+                            f"{f' after {self.max_recoveries} recoveries' if self.max_recoveries else ''}"
+                            f"{where}{advice}")
+        self.recover_fn(generator)
+
+
+def epoch_generators(seed: int, epoch: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator,
+                                                                                         torch.Generator]:
+    """(order generator on the CPU, shared by all ranks; step generator on `device`, one per rank)."""
+    base = (int(seed) * 1_000_003 + int(epoch) * 7919) % (2**62)
+    order = torch.Generator().manual_seed(base)
+    step = torch.Generator(device=device).manual_seed(base + 1 + 104_729 * rank)
+    return order, step
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over `count` examples: the last incomplete batch is dropped
+    (unless it is the only one), because batch statistics (the prior, Barlow) need a real batch;
+    every epoch's permutation differs, so no example is left out for good."""
+    return max(1, count // max(1, min(batch_size, count)))
+
+
+def _gradients_finite(parameters: list[nn.Parameter]) -> bool:
+    norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+    return bool(torch.isfinite(torch.stack(norms).sum())) if norms else True
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    if isinstance(state.get("torch"), Tensor):
+        torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if isinstance(cuda, list) and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def fit(run: Run, job: Job) -> dict:
+    """Train `job` in `run`; returns final.json's content (on rank 0; {} on the other ranks)."""
+    config, dist, run_dir = run.config, run.dist, run.run_dir
+    seed, batch_size = config.train.seed, config.train.batch_size
+    total_epochs = job.epochs if job.epochs is not None else config.train.epochs
+
+    # ---------------------------------------------------------------- 1. optimiser, guard, resume
+    step_module = distributed.wrap(_Step(job).to(run.device), dist)
+    parameters = [p for p in job.model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(parameters, config)
+    shard_size = len(distributed.shard(torch.arange(job.num_examples), dist))
+    steps = steps_per_epoch(shard_size, batch_size)
+    scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)
+    guard = NonFiniteGuard(run, job.recover)
+    tracker = Tracker(run_dir, config.train.tensorboard, config.source) if run.is_main else None
+    start_epoch, seconds, best = 0, [], None
+    checkpoint = load_checkpoint(run_dir, map_location=run.device) if run.resume else None
+    if checkpoint is not None:
+        start_epoch, seconds, best = _restore(checkpoint, run, job, optimizer, scheduler, guard)
+        run.log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
+    if run.resume and run.is_main:  # drop records of epochs after the checkpoint
+        truncate_metrics(run_dir, start_epoch)
+    guard.last_good_epoch = start_epoch
+
+    # ---------------------------------------------------------------- 2. epochs
+    for epoch in range(start_epoch + 1, total_epochs + 1):
+        order_generator, step_generator = epoch_generators(seed, epoch, run.device, dist.rank)
+        order = distributed.shard(torch.randperm(job.num_examples, generator=order_generator), dist)
+        batch = min(batch_size, len(order))
+        batches = order[: steps * batch].split(batch)
+        job.model.train()
+        sums: dict[str, Tensor] = {}
+        done = skipped = 0
+        started = time.perf_counter()
+        progress = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} ({job.phase(epoch)})", leave=False,
+                        disable=not (config.train.progress and run.is_main), dynamic_ncols=True, file=sys.stderr)
+        for step, rows in enumerate(progress, start=1):
+            reason = None
+            try:
+                terms = step_module(rows, step_generator, epoch)
+                if not bool(torch.isfinite(terms["total"].detach())):
+                    reason = "non-finite loss (" + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items()) + ")"
+            except NonFiniteError as error:  # SGLD diverged on this rank
+                terms, reason = None, str(error)
+            if not distributed.all_agree(reason is None, dist):
+                skipped += 1
+                guard.recover(tracker, step_generator, epoch=epoch, step=step,
+                              reason=reason or "non-finite values on another rank")
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if not distributed.all_agree(_gradients_finite(parameters), dist):
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                guard.recover(tracker, step_generator, epoch=epoch, step=step,
+                              reason="a parameter gradient is not finite")
+                continue
+            optimizer.step()
+            scheduler.step()
+            done += 1
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value.detach() * len(rows)
+            if step % 10 == 0:
+                progress.set_postfix(loss=f"{float(terms['total'].detach()):.4f}")
+        progress.close()
+        seconds.append(time.perf_counter() - started)
+        totals = distributed.sum_across({k: float(v) for k, v in sums.items()}, dist)
+        examples = distributed.sum_across({"examples": float(done * batch)}, dist)["examples"]
+
+        # ------------------------------------------------------------ 3. evaluate, log, checkpoint
+        if run.is_main:
+            record = {"epoch": epoch, "phase": job.phase(epoch), "seconds": round(seconds[-1], 3),
+                      "lr": scheduler.get_last_lr()[0], "steps": done, "skipped_steps": skipped,
+                      **{f"train_{k}": v / max(examples, 1.0) for k, v in totals.items()},
+                      "nonfinite_recoveries": guard.count}
+            if is_evaluation_epoch(epoch, total_epochs, config.train.eval_every):
+                job.model.eval()
+                record.update(job.evaluate())
+                job.model.train()
+            tracker.log(record)
+            state = _checkpoint(run, job, optimizer, scheduler, guard, epoch, seconds, best)
+            score = record.get(job.selection_metric)
+            if config.train.keep_best and isinstance(score, (int, float)) and (best is None or score > best):
+                best = state["best"] = float(score)
+                save_checkpoint(state, run_dir, BEST)
+            save_checkpoint(state, run_dir)
+            run.log(job.summary(record) if job.summary else f"epoch {epoch}: loss "
+                    f"{record.get('train_total', math.nan):.4f}  {seconds[-1]:.1f}s")
+        guard.last_good_epoch = epoch
+        distributed.barrier(dist)
+
+    # ---------------------------------------------------------------- 4. final report
+    final = {}
+    if run.is_main:
+        job.model.eval()
+        final = job.finish(read_metrics(run_dir), tracker)
+        final.setdefault("seconds_per_epoch", sum(seconds) / len(seconds) if seconds else None)
+        final.setdefault("seconds_total", sum(seconds))
+        final["nonfinite_recoveries"] = guard.count
+        if config.train.keep_best:
+            final.update(_best_summary(read_metrics(run_dir), job.selection_metric))
+        write_json(run_dir / FINAL, final)
+        tracker.close()
+    distributed.barrier(dist)
+    return final
+
+
+def _best_summary(records: list, metric: str) -> dict:
+    """The evaluation epoch with the best `metric` and its held-out figures (best.pt holds its weights)."""
+    scored = [r for r in records if "event" not in r and isinstance(r.get(metric), (int, float))]
+    if not scored:
+        return {"best_epoch": None}
+    best = max(scored, key=lambda r: r[metric])  # the first of equals, as best.pt was written
+    return {"best_epoch": best["epoch"],
+            **{f"best_{k}": v for k, v in best.items() if k.startswith(("val_", "test_"))}}
+
+
+def _checkpoint(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, epoch: int, seconds: list,
+                best: float | None) -> dict:
+    return {"kind": run.kind, "format": CHECKPOINT_FORMAT, "epoch": epoch,
+            "weights": job.model.state_dict(),
+            "state": job.state.state_dict() if job.state is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(), "seconds": list(seconds), "nonfinite_recoveries": guard.count,
+            "best": best, "config": run.config.to_dict(), **job.extra_state}
+
+
+def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard) -> tuple:
+    path = run.run_dir / CHECKPOINT
+    if checkpoint.get("kind") != run.kind or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise NesyError(f"not a {run.kind} checkpoint of this version (kind {checkpoint.get('kind')!r}, format "
+                        f"{checkpoint.get('format')!r}); start a new run with another --out", str(path))
+    load_weights(job.model, checkpoint.get("weights"), path)
+    try:
+        if job.state is not None:
+            job.state.load_state_dict(checkpoint["state"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        epoch, seconds = int(checkpoint["epoch"]), [float(s) for s in checkpoint["seconds"]]
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise NesyError(f"cannot resume: the checkpoint's training state does not match this run "
+                        f"({' '.join(str(error).split())[:200]})", str(path)) from None
+    guard.count = int(checkpoint.get("nonfinite_recoveries", 0))
+    _restore_rng(checkpoint.get("rng") or {})
+    best = checkpoint.get("best")
+    return epoch, seconds, float(best) if isinstance(best, (int, float)) else None

@@ -1,0 +1,130 @@
+"""The training engine: every `train.mode` trains for real, and a run killed mid-epoch then
+resumed ends exactly as an uninterrupted one; run-directory checks; non-finite steps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nesy_gedi import engine
+from nesy_gedi.config import TRAINING_MODES, load_config
+from nesy_gedi.errors import NesyError
+from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, read_metrics
+from nesy_gedi.train import train
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
+TINY = ["data.train_examples=64", "data.test_examples=40", "data.val_examples=20", "train.progress=false",
+        "train.num_threads=1", "train.epochs=2", "train.batch_size=16", "gedi.sgld.steps=2",
+        "gedi.sgld.buffer_size=64", "gedi.pretrain_epochs=1"]
+MODES = [[f"train.mode={mode}"] for mode in TRAINING_MODES] + [["train.concept_labels=1"]]
+
+
+def _epochs(run_dir: Path) -> list:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir) if "event" not in r]
+
+
+def _kill_at_call(monkeypatch, call: int) -> None:
+    """The step module raises KeyboardInterrupt on its `call`-th batch: a kill inside an epoch."""
+    real = engine._Step.forward
+    calls = {"n": 0}
+
+    def forward(self, *args):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(engine._Step, "forward", forward)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("overrides", MODES, ids=[" ".join(o) for o in MODES])
+def test_every_mode_trains_and_a_run_killed_mid_epoch_resumes_to_the_same_metrics(
+        mnist_root, tmp_path, monkeypatch, overrides):
+    config = load_config(ADDITION, TINY + overrides)
+    straight = train(config, tmp_path / "straight", data_root=str(mnist_root))
+    records = _epochs(tmp_path / "straight")
+    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1)) and records[-1]["steps"] == 4
+    assert all(r["skipped_steps"] == 0 for r in records)
+    expected_terms = {"sl+gedi": "train_gedi", "gedi->sl": "train_gedi", "sl+swav": "train_gedi_swav",
+                      "sl+entropy": "train_entropy", "sl+concepts": "train_concepts"}
+    mode = config.train.mode
+    if "train.concept_labels=1" in overrides:
+        assert any("train_concepts" in r for r in records)
+    if mode in expected_terms:
+        assert any(expected_terms[mode] in r for r in records)
+    assert records[-1]["train_semantic"] > 0 and "val_label_accuracy" in records[-1]
+
+    _kill_at_call(monkeypatch, 4 * (len(records) - 1) + 2)  # the second batch of the last epoch
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", data_root=str(mnist_root))
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "killed", resume=True, data_root=str(mnist_root))
+    assert _epochs(tmp_path / "killed") == records
+    for key in ("test_label_accuracy", "test_concept_accuracy", "val_label_accuracy"):
+        assert resumed[key] == straight[key], key
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "killed")
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+
+
+@pytest.mark.mnist
+def test_keep_best_keeps_the_epoch_of_the_best_validation_label_accuracy(mnist_root, tmp_path):
+    config = load_config(ADDITION, TINY + ["train.epochs=3", "train.keep_best=true"])
+    final = train(config, tmp_path, data_root=str(mnist_root))
+    records = _epochs(tmp_path)
+    scores = [r["val_label_accuracy"] for r in records]
+    best_epoch = scores.index(max(scores)) + 1
+    assert final["best_epoch"] == best_epoch == load_checkpoint(tmp_path, name=BEST)["epoch"]
+    assert final["best_test_label_accuracy"] == records[best_epoch - 1]["test_label_accuracy"]
+    assert json.loads((tmp_path / FINAL).read_text())["best_epoch"] == best_epoch
+
+
+@pytest.mark.mnist
+def test_a_nonfinite_loss_without_recovery_stops_with_the_last_good_checkpoint(mnist_root, tmp_path, monkeypatch):
+    config = load_config(ADDITION, TINY)
+    real = engine._Step.forward
+    calls = {"n": 0}
+
+    def nan_in_epoch_two(self, *args):
+        calls["n"] += 1
+        terms = real(self, *args)
+        if calls["n"] == 6:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(engine._Step, "forward", nan_in_epoch_two)
+    with pytest.raises(NesyError, match=r"non-finite values at epoch 2, step 2 .*last good epoch \(1\)"):
+        train(config, tmp_path, data_root=str(mnist_root))
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    [event] = [r for r in read_metrics(tmp_path) if r.get("event") == "nonfinite"]
+    assert event["action"] == "stop" and event["epoch"] == 2 and event["step"] == 2
+
+
+def test_steps_per_epoch_drops_only_an_incomplete_last_batch():
+    assert [engine.steps_per_epoch(n, 32) for n in (1, 31, 32, 63, 64, 65)] == [1, 1, 1, 1, 2, 2]
+
+
+def test_epoch_generators_are_shared_for_the_order_and_per_rank_for_the_steps():
+    order0, step0 = engine.epoch_generators(3, 2, torch.device("cpu"), rank=0)
+    order1, step1 = engine.epoch_generators(3, 2, torch.device("cpu"), rank=1)
+    assert torch.equal(torch.randperm(50, generator=order0), torch.randperm(50, generator=order1))
+    assert not torch.equal(torch.rand(5, generator=step0), torch.rand(5, generator=step1))
+    again, _ = engine.epoch_generators(3, 2, torch.device("cpu"))
+    other, _ = engine.epoch_generators(3, 3, torch.device("cpu"))
+    assert not torch.equal(torch.randperm(50, generator=again), torch.randperm(50, generator=other))
+
+
+@pytest.mark.mnist
+def test_run_directory_refuses_a_second_fresh_run_and_an_empty_resume(mnist_root, tmp_path):
+    config = load_config(ADDITION, TINY + ["train.epochs=1"])
+    train(config, tmp_path / "run", data_root=str(mnist_root))
+    assert (tmp_path / "run" / CHECKPOINT).exists()
+    with pytest.raises(NesyError, match="--resume"):
+        train(config, tmp_path / "run", data_root=str(mnist_root))
+    with pytest.raises(NesyError, match="nothing to resume"):
+        train(config, tmp_path / "elsewhere", resume=True, data_root=str(mnist_root))
