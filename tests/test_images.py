@@ -1,14 +1,16 @@
 import gzip
+import hashlib
 import os
 import shutil
 import stat
+import warnings
 from pathlib import Path
 from urllib.error import URLError
 
 import pytest
 import torch
 
-from nesy_gedi.data.images import clear_image_cache, load_images, resolve_data_root, to_float
+from nesy_gedi.data.images import _DECOMPRESSED, clear_image_cache, load_images, resolve_data_root, to_float
 from nesy_gedi.errors import DataError
 
 torch.set_num_threads(1)
@@ -126,6 +128,93 @@ def test_truncated_or_wrong_size_decompressed_files(mnist_root, tmp_path):
         load_images("mnist", tmp_path, "test", download=False)
     _assert_one_clean_line(str(info.value))
     assert str(images_file) in str(info.value) and "wrong size" in str(info.value)
+
+
+def _corrupt_copy(mnist_root: Path, tmp_path: Path, *, with_gz: bool) -> tuple[Path, bytes]:
+    """A data root with MNIST's test files (decompressed; .gz files too when `with_gz`) where
+    some non-zero pixel bytes of t10k-images-idx3-ubyte are zeroed. Returns (raw, original)."""
+    src, raw = mnist_root / "MNIST" / "raw", tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copyfile(src / name, raw / name)
+        if with_gz:
+            shutil.copyfile(src / f"{name}.gz", raw / f"{name}.gz")
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        if with_gz:
+            shutil.copyfile(src / f"{name}.gz", raw / f"{name}.gz")
+        (raw / name).write_bytes(b"")  # present, so torchvision does not extract; not the split we load
+    original = (raw / "t10k-images-idx3-ubyte").read_bytes()
+    data = bytearray(original)
+    nonzero = [i for i in range(16 + 784 * 5000, 16 + 784 * 5010) if data[i]][:40]
+    for i in nonzero:
+        data[i] = 0
+    assert bytes(data) != original and len(data) == len(original)  # same size: only the hash can tell
+    (raw / "t10k-images-idx3-ubyte").write_bytes(bytes(data))
+    return raw, original
+
+
+@pytest.mark.mnist
+def test_corrupted_decompressed_file_is_decompressed_again_from_its_gz(mnist_root, tmp_path):
+    raw, original = _corrupt_copy(mnist_root, tmp_path, with_gz=True)
+    bad = raw / "t10k-images-idx3-ubyte"
+    clear_image_cache()
+    with pytest.warns(UserWarning, match="t10k-images-idx3-ubyte.*decompressing t10k-images-idx3-ubyte.gz again"):
+        images, labels = load_images("mnist", tmp_path, "test", download=False)
+    assert bad.read_bytes() == original
+    reference, reference_labels = load_images("mnist", mnist_root, "test")
+    assert torch.equal(images, reference) and torch.equal(labels, reference_labels)
+    assert not [p.name for p in raw.iterdir() if p.name.startswith(".")]  # no temporary file left
+    clear_image_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a verified file loads without any notice
+        load_images("mnist", tmp_path, "test", download=False)
+
+
+@pytest.mark.mnist
+def test_corrupted_decompressed_file_without_gz_names_only_that_file(mnist_root, tmp_path):
+    raw, _ = _corrupt_copy(mnist_root, tmp_path, with_gz=False)
+    clear_image_cache()
+    with pytest.raises(DataError) as info:
+        load_images("mnist", tmp_path, "test", download=False)
+    message = str(info.value)
+    _assert_one_clean_line(message)
+    assert str(raw / "t10k-images-idx3-ubyte") in message and "SHA-256" in message
+    assert "t10k-labels" not in message  # the bad file, not both files of the split
+
+
+@pytest.mark.mnist
+def test_corrupted_decompressed_file_in_read_only_folder_is_refused(mnist_root, tmp_path):
+    raw, _ = _corrupt_copy(mnist_root, tmp_path, with_gz=True)
+    bad = raw / "t10k-images-idx3-ubyte"
+    corrupted = bad.read_bytes()
+    clear_image_cache()
+    os.chmod(raw, stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP)
+    try:
+        with pytest.raises(DataError) as info:
+            load_images("mnist", tmp_path, "test", download=False)
+    finally:
+        os.chmod(raw, stat.S_IRWXU)
+    message = str(info.value)
+    _assert_one_clean_line(message)
+    assert message.startswith(f"{bad}:") and "not writable" in message
+    assert "t10k-labels" not in message
+    assert bad.read_bytes() == corrupted  # untouched
+
+
+@pytest.mark.mnist
+def test_decompressed_hashes_are_the_gz_content(mnist_root):
+    folders = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+    checked = 0
+    for name, folder in folders.items():
+        raw = mnist_root / folder / "raw"
+        for plain, (size, sha256) in _DECOMPRESSED[name].items():
+            if not (raw / f"{plain}.gz").is_file():
+                continue
+            with gzip.open(raw / f"{plain}.gz", "rb") as f:
+                content = f.read()
+            assert len(content) == size and hashlib.sha256(content).hexdigest() == sha256, (folder, plain)
+            checked += 1
+    assert checked >= 4
 
 
 # --------------------------------------------------------------------------- no data needed

@@ -5,15 +5,24 @@ from nesy_gedi.data.augment import (
     natural_image_augment,
     point_augment,
 )
-from nesy_gedi.data.images import clear_image_cache, load_images, resolve_data_root, to_float
+from nesy_gedi.data.images import (
+    class_names,
+    clear_image_cache,
+    load_images,
+    resolve_data_path,
+    resolve_data_root,
+    to_float,
+)
 
 __all__ = [
     "build_augment",
+    "class_names",
     "clear_image_cache",
     "digit_augment",
     "load_images",
     "natural_image_augment",
     "point_augment",
+    "resolve_data_path",
     "resolve_data_root",
     "to_float",
 ]

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..config import TaskConfig
 from ..errors import ConfigError, DataError
-from .images import class_names, load_images, resolve_data_root
+from .images import class_names, load_images, resolve_data_path, resolve_data_root
 from .toy import TOY_DATASETS, make_toy
 
 
@@ -37,7 +37,7 @@ class PretrainData:
 def _source(config: TaskConfig, name: str, data_root: str | None, split: str) -> tuple[Tensor, Tensor]:
     root = "." if name.startswith("fake") else resolve_data_root(data_root or config.data.root)
     if name in ("folder", "arrays"):
-        return load_images(name, root, split, path=config.data.path)
+        return load_images(name, root, split, path=resolve_data_path(config.data.path, config.source))
     return load_images(name, root, split)
 
 
