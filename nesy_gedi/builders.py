@@ -20,16 +20,29 @@ TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pre
 
 
 class Perception(nn.Module):
-    """One backbone shared by every concept position: images [B, P, ...] -> logits [B, P, C]."""
+    """One backbone shared by every concept position: images [B, P, ...] -> logits [B, P, C].
 
-    def __init__(self, backbone: nn.Module):
+    With `cluster_map`, the backbone's outputs are read as clusters and a learned map says
+    which concept value each cluster means: p(v | x) = sum_c M[v, c] p(c | x), M's columns
+    softmax-normalised and initialised near the identity. A pretrained backbone's cluster
+    indices are arbitrary; the map lets the semantic loss find their meaning without first
+    tearing the clusters apart (see `train.map_epochs`).
+    """
+
+    def __init__(self, backbone: nn.Module, num_outputs: int, cluster_map: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.cluster_map = nn.Parameter(4.0 * torch.eye(num_outputs)) if cluster_map else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
         batch, positions = images.shape[:2]
-        logits = self.backbone(images.flatten(0, 1))
-        return logits.view(batch, positions, -1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_backbone):
+            logits = self.backbone(images.flatten(0, 1))
+        logits = logits.view(batch, positions, -1)
+        if self.cluster_map is None:
+            return logits
+        value_given_cluster = torch.log_softmax(self.cluster_map, dim=0)  # [values, clusters]
+        return torch.logsumexp(value_given_cluster + torch.log_softmax(logits, dim=-1).unsqueeze(-2), dim=-1)
 
 
 def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
@@ -73,7 +86,7 @@ def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, sample_shape
     backbone = build_model(config.model, sample_shape, circuit.concept_domain_size)
     if config.model.init and initialise:
         load_pretrained_backbone(config.model.init, backbone)
-    return Perception(backbone)
+    return Perception(backbone, circuit.concept_domain_size, cluster_map=config.train.map_epochs > 0)
 
 
 def backbone_state(checkpoint: dict, path: Path) -> dict:

@@ -51,12 +51,13 @@ def setup(device: torch.device) -> DistState:
     return DistState(True, rank, world_size, device)
 
 
-def wrap(module: nn.Module, state: DistState) -> nn.Module:
+def wrap(module: nn.Module, state: DistState, unused_parameters: bool = False) -> nn.Module:
     """DDP around the step module. Buffers are not broadcast: each rank keeps its own SGLD chains."""
     if not state.enabled:
         return module
     device_ids = [state.device.index] if state.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False,
+                                   find_unused_parameters=unused_parameters)
 
 
 def all_agree(flag: bool, state: DistState) -> bool:

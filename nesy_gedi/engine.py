@@ -93,6 +93,7 @@ class Job:
     epochs: int | None = None  # default train.epochs
     summary: Callable[[dict], str] | None = None
     selection_metric: str = "val_label_accuracy"  # what train.keep_best maximises
+    unused_parameters: bool = False  # some epochs leave parameters out of the loss (DDP must know)
     extra_state: dict = field(default_factory=dict)
 
 
@@ -206,7 +207,7 @@ def fit(run: Run, job: Job) -> dict:
     total_epochs = job.epochs if job.epochs is not None else config.train.epochs
 
     # ---------------------------------------------------------------- 1. optimiser, guard, resume
-    step_module = distributed.wrap(_Step(job).to(run.device), dist)
+    step_module = distributed.wrap(_Step(job).to(run.device), dist, job.unused_parameters)
     parameters = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = build_optimizer(parameters, config)
     shard_size = len(distributed.shard(torch.arange(job.num_examples), dist))

@@ -8,26 +8,31 @@ and the loss of a batch. Training modes (train.mode):
     sl+entropy   semantic loss + rsbench's concept-entropy regulariser
     sl+swav      semantic loss + SwAV on the same images
     sl+concepts  semantic loss + cross-entropy on observed concepts (the reference mitigation)
-Observed concepts (`train.concept_supervision`, a fraction of the examples, and
+`train.map_epochs` first trains only a cluster -> concept value map on the frozen backbone of
+`model.init` (a pretrained clustering), then everything. Observed concepts (`train.concept_supervision`, a fraction of the examples, and
 `train.concept_labels`, exactly K images of each value) add the cross-entropy term in any mode.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from . import engine
 from .builders import TRAIN_KIND, build_circuit, build_perception, require_labels
 from .circuit import KnowledgeCircuit
-from .config import TaskConfig
+from .config import TaskConfig, load_config, resolve_logic_path
 from .data.augment import build_augment
 from .data.images import resolve_data_root
 from .data.tasks import build_task_data
 from .evaluate import evaluate_split
 from .objectives.entropy import concept_entropy_loss
 from .objectives.semantic import semantic_loss
+from .pretrain import pretrain
+from .runs import FINAL, read_manifest
 from .selfsup import SelfSupervised
 
 SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
@@ -35,7 +40,10 @@ SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
 
 def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: str | None = None,
           device: str | None = None) -> dict:
-    """Train with the semantic loss; returns final.json's content (on rank 0)."""
+    """Train with the semantic loss; returns final.json's content (on rank 0). With
+    `model.pretrain`, that pretraining runs first (or a finished one is reused)."""
+    if config.model.pretrain and not resume:
+        config.model.init = str(pretrained_backbone(config, Path(run_dir), data_root, device))
     with engine.open_run(config, run_dir, TRAIN_KIND, resume, device) as run:
         # ------------------------------------------------------------ knowledge, data, model
         circuit = build_circuit(config).to(run.device)
@@ -53,16 +61,20 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         augment = build_augment(config.train.augment, **config.train.augment_options)
         observed = train_set.observed
         pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
+        map_epochs = config.train.map_epochs
 
         def phase(epoch: int) -> str:
-            return "pretrain" if epoch <= pretrain_epochs else "train"
+            if epoch <= pretrain_epochs:
+                return "pretrain"
+            return "map" if epoch <= pretrain_epochs + map_epochs else "train"
 
         # ------------------------------------------------------------ the loss of a batch
         def loss(rows: torch.Tensor, generator: torch.Generator, epoch: int) -> dict:
             images, concepts, labels = (t.to(run.device) for t in train_set.batch(rows))
             terms, total = {}, 0.0
-            if phase(epoch) == "train":
-                logits = perception(augment(images.flatten(0, 1), generator).view_as(images))
+            if phase(epoch) in ("map", "train"):
+                logits = perception(augment(images.flatten(0, 1), generator).view_as(images),
+                                    frozen_backbone=phase(epoch) == "map")
                 log_probs = F.log_softmax(logits, dim=-1)
                 terms["semantic"] = semantic_loss(circuit(log_probs, labels))
                 total = terms["semantic"]
@@ -75,7 +87,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                 if mode == "sl+entropy":
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
                     total = total + terms["entropy"]
-            if selfsup is not None and (phase(epoch) == "pretrain" or mode != "gedi->sl"):
+            if selfsup is not None and (phase(epoch) == "pretrain" or (phase(epoch) == "train" and mode != "gedi->sl")):
                 weight = 1.0 if phase(epoch) == "pretrain" else config.gedi.weight
                 self_terms = selfsup.losses(perception.backbone, images.flatten(0, 1), generator)
                 terms.update({f"gedi_{k}": weight * v for k, v in self_terms.items() if k != "total"})
@@ -96,9 +108,36 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             model=perception, state=selfsup, loss=loss, num_examples=len(train_set), evaluate=evaluate,
             finish=lambda records, tracker: final_report(config, circuit, records, pretrain_epochs),
             recover=selfsup.reset_buffer if selfsup is not None else None, phase=phase,
-            constant_epochs=pretrain_epochs, epochs=pretrain_epochs + config.train.epochs,
-            summary=_summary)
+            constant_epochs=pretrain_epochs + map_epochs, epochs=pretrain_epochs + map_epochs + config.train.epochs,
+            summary=_summary, unused_parameters=map_epochs > 0)
         return engine.fit(run, job)
+
+
+# Keys that say where and how a pretraining runs, not what it computes.
+_WHERE_KEYS = {"train": ("device", "num_threads", "progress", "tensorboard", "eval_batch_size"), "data": ("root",)}
+
+
+def pretraining_key(pretrain_config: TaskConfig) -> str:
+    """A short hash of what a pretraining computes (its resolved config, without where it runs)."""
+    data = pretrain_config.to_dict()
+    for section, keys in _WHERE_KEYS.items():
+        for key in keys:
+            data[section].pop(key, None)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def pretrained_backbone(config: TaskConfig, run_dir: Path, data_root: str | None, device: str | None) -> Path:
+    """Run the pretraining `model.pretrain` names (a pretrain task file, with
+    `model.pretrain_overrides`) into runs/.../pretrained/<name>-<config hash> beside the train
+    run, or reuse the finished one there; returns its run directory (the new `model.init`)."""
+    task = resolve_logic_path(config.model.pretrain, config.source)
+    pretrain_config = load_config(task, [*config.model.pretrain_overrides, f"train.seed={config.train.seed}"])
+    folder = run_dir.parent / "pretrained" / f"{pretrain_config.name}-{pretraining_key(pretrain_config)}"
+    if (folder / FINAL).exists() and read_manifest(folder).get("kind") == "pretrain":
+        return folder
+    resume = (folder / "config.yaml").exists()
+    pretrain(pretrain_config, folder, resume=resume, data_root=data_root, device=device)
+    return folder
 
 
 def _summary(record: dict) -> str:
@@ -112,7 +151,7 @@ def _summary(record: dict) -> str:
 def final_report(config: TaskConfig, circuit: KnowledgeCircuit, records: list, pretrain_epochs: int = 0) -> dict:
     epochs = [r for r in records if "epoch" in r and "event" not in r]
     last = epochs[-1] if epochs else {}
-    train_seconds = [r["seconds"] for r in epochs if r.get("phase") == "train"]
+    train_seconds = [r["seconds"] for r in epochs if r.get("phase") != "pretrain"]
     final = {
         "task": config.name,
         "mode": config.train.mode,

@@ -145,9 +145,9 @@ PROBE = textwrap.dedent('''
     wrap, teardown, forward = distributed.wrap, distributed.teardown, engine._Step.forward
     calls = {"n": 0}
 
-    def recording_wrap(module, state):
+    def recording_wrap(module, state, *args):
         seen["module"] = module.model
-        return wrap(module, state)
+        return wrap(module, state, *args)
 
     def recording_teardown(state):
         if "module" in seen:

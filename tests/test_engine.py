@@ -128,3 +128,41 @@ def test_run_directory_refuses_a_second_fresh_run_and_an_empty_resume(mnist_root
         train(config, tmp_path / "run", data_root=str(mnist_root))
     with pytest.raises(NesyError, match="nothing to resume"):
         train(config, tmp_path / "elsewhere", resume=True, data_root=str(mnist_root))
+
+
+# ----------------------------------------------------------------------------- from a pretraining
+def test_the_cluster_map_starts_near_the_identity_and_a_frozen_backbone_gets_no_gradient():
+    from nesy_gedi.builders import Perception
+
+    backbone = torch.nn.Linear(4, 3)
+    perception = Perception(backbone, 3, cluster_map=True)
+    images = torch.randn(5, 2, 4)
+    log_probs = perception(images, frozen_backbone=True)
+    cluster = torch.log_softmax(backbone(images), dim=-1)
+    mixing = torch.softmax(4.0 * torch.eye(3), dim=0)  # p(value | cluster), columns sum to 1
+    assert torch.allclose(log_probs.exp(), cluster.exp() @ mixing.T, atol=1e-6)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(5, 2), atol=1e-6)
+    log_probs.sum().backward()
+    assert backbone.weight.grad is None and perception.cluster_map.grad is not None
+
+
+@pytest.mark.mnist
+def test_a_task_naming_its_pretraining_runs_it_once_then_reuses_it(mnist_root, tmp_path):
+    pretraining = ["data.train_examples=64", "data.test_examples=50", "data.ood_dataset=null",
+                   "train.epochs=1", "train.batch_size=32", "train.progress=false", "gedi.method=no-gen"]
+    overrides = TINY + [f"model.pretrain={ROOT / 'tasks' / 'gedi_mnist.yaml'}", "train.map_epochs=1",
+                        "model.pretrain_overrides=[" + ", ".join(pretraining) + "]"]
+    config = load_config(ADDITION, overrides)
+    train(config, tmp_path / "first", data_root=str(mnist_root))
+    [folder] = (tmp_path / "pretrained").iterdir()
+    assert folder.name.startswith("gedi_mnist-") and (folder / FINAL).exists()
+    recorded = load_config(tmp_path / "first" / "config.yaml")
+    assert Path(recorded.model.init) == folder
+    phases = [r["phase"] for r in _epochs(tmp_path / "first")]
+    assert phases == ["map", "train", "train"]
+    written = (folder / FINAL).stat().st_mtime_ns
+    train(load_config(ADDITION, overrides), tmp_path / "second", data_root=str(mnist_root))
+    assert (folder / FINAL).stat().st_mtime_ns == written and len(list((tmp_path / "pretrained").iterdir())) == 1
+    other_seed = load_config(ADDITION, overrides + ["train.seed=1"])
+    train(other_seed, tmp_path / "third", data_root=str(mnist_root))
+    assert len(list((tmp_path / "pretrained").iterdir())) == 2  # one backbone per seed: independent samples
