@@ -34,7 +34,10 @@ if str(REPO) not in sys.path:
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, resolved_config, spread  # noqa: E402
+from nesy_gedi.diagnose import DIAGNOSIS, diagnose_run  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
+from nesy_gedi.runs import CHECKPOINT, FINAL  # noqa: E402
+from nesy_gedi.train import train  # noqa: E402
 
 TASKS = {
     "evenodd": REPO / "tasks" / "mnist_evenodd.yaml",
@@ -58,6 +61,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="train.epochs (default: the task file's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every run, e.g. data.train_examples=100; repeatable")
+    parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="a named set of extra overrides run beside the plain modes, e.g. "
+                             "'pretrained+map:model.init=runs/backbones/seed{seed},train.map_epochs=20' "
+                             "({seed} is the run's seed: one backbone per seed); repeatable")
+    parser.add_argument("--concept-labels", nargs="+", type=int, default=[0], metavar="K",
+                        help="train.concept_labels values (K labelled images per concept value; 0 = none)")
+    parser.add_argument("--no-plain", action="store_true", help="run only the --variant rows")
     parser.add_argument("--data-root", help="data folder (default $NESY_GEDI_DATA)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the task's train.device)")
     parser.add_argument("--runs-dir", default=str(REPO / "runs" / "benchmarks" / "shortcuts"))
@@ -80,9 +90,21 @@ def task_file(name: str) -> Path:
     return path
 
 
-def run_config(task: Path, mode: str, seed: int, args):
-    overrides = list(args.overrides) + [f"train.mode={mode}", f"train.seed={seed}", "train.num_threads=1",
-                                        "train.progress=false"]
+def parse_variants(items: list[str]) -> dict[str, list[str]]:
+    variants = {}
+    for item in items:
+        name, _, overrides = item.partition(":")
+        if not name or not overrides:
+            raise NesyError(f"--variant {item!r}: expected NAME:KEY=VALUE[,KEY=VALUE...]")
+        variants[name] = [o.strip() for o in overrides.split(",") if o.strip()]
+    return variants
+
+
+def run_config(task: Path, mode: str, seed: int, args, variant: list[str] = (), concept_labels: int = 0):
+    overrides = list(args.overrides) + [o.replace("{seed}", str(seed)) for o in variant] + [
+        f"train.mode={mode}", f"train.seed={seed}", "train.num_threads=1", "train.progress=false"]
+    if concept_labels:
+        overrides.append(f"train.concept_labels={concept_labels}")
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
     config = load_config(task, overrides)
@@ -103,14 +125,13 @@ def _same_config(run_dir: Path, config) -> bool:
     return stored == yaml.safe_load(yaml.safe_dump(config.to_dict()))
 
 
-def run_one(task: Path, mode: str, seed: int, args) -> dict:
+def run_one(task: Path, mode: str, seed: int, args, variant_name: str = "", variant: list[str] = (),
+            concept_labels: int = 0) -> dict:
     """Train (or reuse, or resume) one run and return its diagnosis."""
-    from nesy_gedi.diagnose import DIAGNOSIS, diagnose_run
-    from nesy_gedi.runs import CHECKPOINT, FINAL
-    from nesy_gedi.train import train
-
-    config = run_config(task, mode, seed, args)
-    run_dir = Path(args.runs_dir) / config.name / mode.replace(">", "") / f"seed{seed}"
+    config = run_config(task, mode, seed, args, variant, concept_labels)
+    label = mode.replace(">", "") + (f"_{variant_name}" if variant_name else "") + (
+        f"_K{concept_labels}" if concept_labels else "")
+    run_dir = Path(args.runs_dir) / config.name / label / f"seed{seed}"
     same = _same_config(run_dir, config)
     if same and not args.fresh and (run_dir / DIAGNOSIS).exists() and (run_dir / FINAL).exists():
         stored = json.loads((run_dir / DIAGNOSIS).read_text())
@@ -129,15 +150,16 @@ def run_one(task: Path, mode: str, seed: int, args) -> dict:
 
 def summarise(runs: list) -> list:
     rows = []
-    for key in dict.fromkeys((r["task"], r["mode"]) for r in runs):
-        group = [r for r in runs if (r["task"], r["mode"]) == key]
-        row = {"task": key[0], "mode": key[1], "seeds": [r["seed"] for r in group],
+    for key in dict.fromkeys((r["task"], r["mode"], r["variant"], r["concept_labels"]) for r in runs):
+        group = [r for r in runs if (r["task"], r["mode"], r["variant"], r["concept_labels"]) == key]
+        row = {"task": key[0], "mode": key[1], "variant": key[2], "concept_labels": key[3],
+               "seeds": [r["seed"] for r in group],
                "shortcuts_in_task": group[0]["shortcuts"],
                "runs_that_learned_a_shortcut": sum(bool(r["concept_map_is_shortcut"]) for r in group),
                "runs_that_learned_the_concepts": sum(bool(r["concept_map_is_identity"]) for r in group),
                "runs_that_learned_a_permutation": sum(bool(r["concept_map_is_shortcut"])
                                                       and bool(r.get("concept_map_is_permutation")) for r in group)}
-        for metric in METRICS:
+        for metric in METRICS + ("val_label_accuracy",):
             row[metric] = spread([r.get(metric) for r in group])
         rows.append(row)
     return rows
@@ -150,14 +172,16 @@ def _cell(stats: dict | None) -> str:
 
 
 def markdown(rows: list) -> str:
-    lines = ["| task | mode | seeds | " + " | ".join(HEADERS)
+    lines = ["| task | mode | K | seeds | val label acc | " + " | ".join(HEADERS)
              + " | learned shortcut (of which permutations) | learned concepts |",
-             "|---|---|---:|" + "---:|" * (len(HEADERS) + 2)]
+             "|---|---|---:|---:|---:|" + "---:|" * (len(HEADERS) + 2)]
     for row in rows:
         seeds = len(row["seeds"])
         permuted = row.get("runs_that_learned_a_permutation")
         shortcut_cell = f"{row['runs_that_learned_a_shortcut']}/{seeds}" + (f" ({permuted})" if permuted is not None else "")
-        lines.append(f"| {row['task']} ({row['shortcuts_in_task']} RS) | {row['mode']} | {seeds} | "
+        mode = row["mode"] + (f" [{row['variant']}]" if row.get("variant") else "")
+        lines.append(f"| {row['task']} ({row['shortcuts_in_task']} RS) | {mode} | {row.get('concept_labels', 0)} | "
+                     f"{seeds} | {_cell(row.get('val_label_accuracy'))} | "
                      + " | ".join(_cell(row[m]) for m in METRICS)
                      + f" | {shortcut_cell} | {row['runs_that_learned_the_concepts']}/{seeds} |")
     lines.append("")
@@ -172,35 +196,36 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     tasks = [task_file(name) for name in args.tasks]
     runs, started = [], time.perf_counter()
-    total = len(tasks) * len(args.modes) * args.seeds
-    done = 0
-    for task in tasks:
-        for mode in args.modes:
-            for seed in range(args.seeds):
-                done += 1
-                print(f"[{done}/{total}] {task.stem} {mode} seed {seed}", flush=True)
-                run_started = time.perf_counter()
-                diagnosis = run_one(task, mode, seed, args)
-                final_path = Path(diagnosis["run"]) / "final.json"
-                final = json.loads(final_path.read_text()) if final_path.exists() else {}
-                record = {key: diagnosis.get(key) for key in
-                          ("task", "mode", "seed", "run", *METRICS, "concept_macro_f1",
-                           "mean_normalised_concept_entropy", "concept_map_is_shortcut", "concept_map_is_identity",
-                           "concept_map_is_permutation", "learned_concept_map", "shortcuts",
-                           "permutation_shortcuts", "concept_maps")}
-                record["train_seconds"] = final.get("seconds_total")
-                record["epochs"] = final.get("epochs")
-                runs.append(record)
-                print(f"    label ID {record['label_accuracy']:.3f}"
-                      + (f"  OOD {record['label_accuracy_ood']:.3f}" if record["label_accuracy_ood"] is not None else "")
-                      + f"  concepts {record['concept_accuracy']:.3f}"
-                      f"  matched {record['matched_concept_accuracy']:.3f}  collapse {record['concept_collapse']:.2f}"
-                      f"  ({time.perf_counter() - run_started:.0f} s)", flush=True)
+    variants = ([] if args.no_plain else [("", [])]) + list(parse_variants(args.variants).items())
+    jobs = [(task, mode, variant, k, seed) for task in tasks for mode in args.modes for variant in variants
+            for k in args.concept_labels for seed in range(args.seeds)]
+    for done, (task, mode, (variant_name, variant), k, seed) in enumerate(jobs, start=1):
+        print(f"[{done}/{len(jobs)}] {task.stem} {mode} {variant_name} K={k} seed {seed}", flush=True)
+        run_started = time.perf_counter()
+        diagnosis = run_one(task, mode, seed, args, variant_name, variant, k)
+        final_path = Path(diagnosis["run"]) / "final.json"
+        final = json.loads(final_path.read_text()) if final_path.exists() else {}
+        record = {key: diagnosis.get(key) for key in
+                  ("task", "mode", "seed", "run", *METRICS, "concept_macro_f1",
+                   "mean_normalised_concept_entropy", "concept_map_is_shortcut", "concept_map_is_identity",
+                   "concept_map_is_permutation", "learned_concept_map", "shortcuts",
+                   "permutation_shortcuts", "concept_maps")}
+        record["variant"], record["concept_labels"] = variant_name, k
+        record["val_label_accuracy"] = final.get("val_label_accuracy")
+        record["train_seconds"] = final.get("seconds_total")
+        record["epochs"] = final.get("epochs")
+        runs.append(record)
+        print(f"    label ID {record['label_accuracy']:.3f}"
+              + (f"  OOD {record['label_accuracy_ood']:.3f}" if record["label_accuracy_ood"] is not None else "")
+              + f"  concepts {record['concept_accuracy']:.3f}"
+              f"  matched {record['matched_concept_accuracy']:.3f}  collapse {record['concept_collapse']:.2f}"
+              f"  ({time.perf_counter() - run_started:.0f} s)", flush=True)
     rows = summarise(runs)
     result = {
         "benchmark": "shortcuts",
         "settings": {"tasks": [str(t.relative_to(REPO)) if t.is_relative_to(REPO) else str(t) for t in tasks],
-                     "modes": args.modes, "seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
+                     "modes": args.modes, "variants": parse_variants(args.variants),
+                     "concept_labels": args.concept_labels, "seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
                      "device": args.device, "num_threads": 1},
         "seconds": round(time.perf_counter() - started, 1),
         "table": rows,

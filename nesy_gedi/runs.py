@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from .config import TaskConfig, config_from_dict
+from .data.images import resolve_data_path
 from .errors import NesyError
 
 CHECKPOINT = "checkpoint.pt"
@@ -185,7 +186,10 @@ def start_run_dir(run_dir: Path, config: TaskConfig, kind: str, resume: bool) ->
         manifest["logic"] = {"copy": LOGIC_COPY, "source": str(source.resolve()),
                              "sha256": file_sha256(run_dir / LOGIC_COPY)}
     write_json(run_dir / MANIFEST, manifest)
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    recorded = config.to_dict()
+    if recorded["data"].get("path"):  # recorded absolute, so the run reads the same images from anywhere
+        recorded["data"]["path"] = str(resolve_data_path(recorded["data"]["path"], config.source))
+    text = yaml.safe_dump(recorded, sort_keys=False)
     atomic_write(run_dir / CONFIG, lambda stream: stream.write(text.encode()))
 
 
