@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"  # the results the README cites
+SWEEPS = RESULTS / "sweeps"  # tuning runs and superseded results, one line each in sweeps/INDEX.md
 
 
 def machine_info(device: str | None = None) -> dict:
@@ -37,6 +38,16 @@ def machine_info(device: str | None = None) -> dict:
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
     return info
+
+
+def describe_hardware(machine: dict) -> str:
+    """A result's machine in generic words: "2-core CPU, 1 torch thread" or the GPU's name."""
+    device = str(machine.get("device") or "cpu")
+    if device.startswith("cuda"):
+        return machine.get("device_name") or "CUDA GPU"
+    threads, cores = machine.get("torch_threads"), machine.get("cpu_count")
+    where = f"{cores}-core CPU" if cores else "CPU"
+    return f"{where}, {threads} torch thread{'s' if threads != 1 else ''}" if threads else where
 
 
 def write_result(path: Path, data: dict) -> Path:

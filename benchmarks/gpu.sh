@@ -1,30 +1,28 @@
 #!/usr/bin/env bash
-# One prepared GPU check, for a session that is lent a GPU machine (15 minutes of device
-# time in all; this script stays under 10 minutes: every step runs under a share of a
-# fixed budget, BUDGET seconds, default 540).
+# A short check on a CUDA machine, under a fixed time budget (BUDGET seconds, default 540;
+# every step runs under its own share of it, and a failed step is logged, not fatal):
 #
-#   1. Python: the project's own venv as in the README (python3 -m venv .venv && .venv/bin/pip
-#      install -e .) when pip can reach an index (GPU_ONLINE=1). The lent machines reach
-#      nothing: there the image's python3 (which holds torch) is used as it is, PySDD and
-#      klaycircuits come from wheels carried in .whl/, and the project from PYTHONPATH.
-#      Prepare the wheels here, once (cp312, the machine's Python):
+#   1. Python: the project's venv as in the README (python3 -m venv .venv && .venv/bin/pip
+#      install -e .) when pip can reach a package index (GPU_ONLINE=1). Otherwise the
+#      machine's python3, which must already hold torch, with PySDD and klaycircuits
+#      installed from wheels in .whl/ and the project on PYTHONPATH. Prepare the wheels once,
+#      on a machine with an index (cp312 here; match the target's Python):
 #        python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #          --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
 #          --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #          pysdd==1.0.6 klaycircuits==0.1.2
-#   2. Data: the first of $NESY_GEDI_DATA, shared/data, ../shared/data, .data that holds
-#      MNIST/raw is copied into a writable folder (torchvision extracts next to the .gz
-#      files) and NESY_GEDI_DATA points there. ../shared does not travel to the machine:
-#      copy ../shared/data to .data and carry it.
+#   2. Data: $NESY_GEDI_DATA, else .data/ in the repository (torchvision's layout, MNIST/raw),
+#      is copied into a writable scratch folder (torchvision extracts next to the .gz files)
+#      and NESY_GEDI_DATA points there.
 #   3. MNIST-addition N=1 on cuda: 1 seed, 2 epochs (benchmarks/addition.py).
 #   4. Circuit scaling N=1..15 on cuda, circuit throughput at N=1 and at N=15 (also with
 #      torch.compile at N=15: its first calls compile, which takes a while).
-#   5. One GEDI pretraining epoch: nesy-gedi pretrain tasks/gedi_mnist.yaml (guarded: a
-#      failure or a missing task file is logged and the script goes on).
-# JSON results go to $OUT when set (the device tool's folder), else benchmarks/results/gpu/.
+#   5. One GEDI pretraining epoch: nesy-gedi pretrain tasks/gedi_mnist.yaml.
+# JSON results and the log go to $OUT when set, else runs/gpu/ (the results the README cites
+# live in benchmarks/results/; copy a result there, and cite it, only on purpose).
 #
-# Device call, from the repo root:   bash benchmarks/gpu.sh       carry: [".whl", ".data"]
-# Dry run on a CPU (same steps, tiny sizes):   DEVICE=cpu QUICK=1 bash benchmarks/gpu.sh
+# Run from the repository root:          bash benchmarks/gpu.sh
+# Dry run on a CPU (same steps, tiny):   DEVICE=cpu QUICK=1 bash benchmarks/gpu.sh
 set -u
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -32,7 +30,9 @@ START=$SECONDS
 BUDGET=${BUDGET:-540}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
-RESULTS=${OUT:-$REPO/benchmarks/results/gpu}
+RESULTS=${OUT:-$REPO/runs/gpu}
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/nesy-gpu.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
 mkdir -p "$RESULTS"
 LOG=$RESULTS/gpu_log.txt
 : > "$LOG"
@@ -62,8 +62,8 @@ else
     if ! $PY -c "import pysdd, klay" 2>/dev/null; then
         if ls .whl/*.whl >/dev/null 2>&1; then
             $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-                --target /tmp/nesy-site .whl/*.whl 2>&1 | tee -a "$LOG"
-            export PYTHONPATH=/tmp/nesy-site${PYTHONPATH:+:$PYTHONPATH}
+                --target "$SCRATCH/site" .whl/*.whl 2>&1 | tee -a "$LOG"
+            export PYTHONPATH=$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}
         else
             say "PySDD/klaycircuits missing and no .whl/ carried; trying pip install -e . (needs an index)"
             python3 -m venv .venv && .venv/bin/pip install -q -e . && PY=$REPO/.venv/bin/python
@@ -86,16 +86,16 @@ say "environment ready: $PY"
 
 # ------------------------------------------------------------------ 2. data
 DATA_SRC=""
-for candidate in "${NESY_GEDI_DATA:-}" shared/data ../shared/data .data; do
+for candidate in "${NESY_GEDI_DATA:-}" .data; do
     if [ -n "$candidate" ] && [ -d "$candidate/MNIST/raw" ]; then DATA_SRC=$candidate; break; fi
 done
 if [ -n "$DATA_SRC" ]; then
-    rm -rf /tmp/nesy-gpu-data && mkdir -p /tmp/nesy-gpu-data
-    cp -r "$DATA_SRC"/. /tmp/nesy-gpu-data/ && chmod -R u+w /tmp/nesy-gpu-data
-    export NESY_GEDI_DATA=/tmp/nesy-gpu-data
+    mkdir -p "$SCRATCH/data"
+    cp -r "$DATA_SRC"/. "$SCRATCH/data/" && chmod -R u+w "$SCRATCH/data"
+    export NESY_GEDI_DATA=$SCRATCH/data
     say "data: copied $DATA_SRC to $NESY_GEDI_DATA"
 else
-    say "data: no MNIST found (NESY_GEDI_DATA, shared/data, ../shared/data, .data); MNIST steps will fail"
+    say "data: no MNIST/raw under \$NESY_GEDI_DATA or .data; MNIST steps need torchvision to download it"
 fi
 
 # ------------------------------------------------------------------ 3-5. benchmarks
@@ -113,12 +113,11 @@ step throughput_n1 40 $PY benchmarks/scaling.py --n 1 --reps "$REPS" --device "$
 step throughput_n15_compiled 120 $PY benchmarks/scaling.py --n "$([ "$QUICK" = 1 ] && echo 2 || echo 15)" \
     --reps "$REPS" --device "$DEVICE" --compile true --out "$RESULTS/circuit_throughput_n15_compiled.json"
 if [ -f tasks/gedi_mnist.yaml ]; then
-    rm -rf /tmp/nesy-gedi-epoch
     step gedi_epoch 240 $PY -m nesy_gedi pretrain tasks/gedi_mnist.yaml --set train.epochs=1 \
-        --set train.progress=false "${GEDI_SET[@]}" --device "$DEVICE" --out /tmp/nesy-gedi-epoch \
-        && cp /tmp/nesy-gedi-epoch/final.json "$RESULTS/gedi_epoch_final.json"
+        --set train.progress=false "${GEDI_SET[@]}" --device "$DEVICE" --out "$SCRATCH/gedi_epoch" \
+        && cp "$SCRATCH/gedi_epoch/final.json" "$RESULTS/gedi_epoch_final.json"
 else
-    say "SKIP gedi_epoch: tasks/gedi_mnist.yaml does not exist yet"
+    say "SKIP gedi_epoch: tasks/gedi_mnist.yaml not found"
 fi
 say "done in $((SECONDS - START)) s; results in $RESULTS:"
 ls -la "$RESULTS" | tee -a "$LOG"
