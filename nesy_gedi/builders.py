@@ -24,7 +24,7 @@ class Perception(nn.Module):
 
     With `cluster_map`, the backbone's outputs are read as clusters and a learned map says
     which concept value each cluster means: p(v | x) = sum_c M[v, c] p(c | x), M's columns
-    softmax-normalised and initialised near the identity. A pretrained backbone's cluster
+    softmax-normalised and initialised uniform (no cluster means any value yet). A pretrained backbone's cluster
     indices are arbitrary; the map lets the semantic loss find their meaning without first
     tearing the clusters apart (see `train.map_epochs`).
     """
@@ -32,7 +32,7 @@ class Perception(nn.Module):
     def __init__(self, backbone: nn.Module, num_outputs: int, cluster_map: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.cluster_map = nn.Parameter(4.0 * torch.eye(num_outputs)) if cluster_map else None
+        self.cluster_map = nn.Parameter(torch.zeros(num_outputs, num_outputs)) if cluster_map else None
 
     def forward(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
         batch, positions = images.shape[:2]
@@ -119,8 +119,8 @@ def load_pretrained_backbone(run_dir: str | Path, backbone: nn.Module) -> dict:
                         "epoch yet", str(run_dir))
     load_weights(backbone, backbone_state(checkpoint, run_dir), run_dir / CHECKPOINT, "this backbone")
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
-    return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"),
-            "method": config.get("gedi", {}).get("method")}
+    gedi = config.get("gedi") if isinstance(config.get("gedi"), dict) else {}
+    return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"), "method": gedi.get("method")}
 
 
 def require_labels(circuit: KnowledgeCircuit, config: TaskConfig) -> None:

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nesy-gedi: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nesy-gedi: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        print("nesy-gedi: interrupted; continue from the last finished epoch with --resume", file=sys.stderr)
         return 130
 
 

@@ -64,6 +64,11 @@ class Run:
     def is_main(self) -> bool:
         return self.dist.is_main
 
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether `fit` will continue from a checkpoint (a resumed run that finished an epoch)."""
+        return self.resume and (self.run_dir / CHECKPOINT).exists()
+
     def log(self, message: str) -> None:
         if self.is_main and self.config.train.progress:
             tqdm.write(message, file=sys.stderr)
@@ -94,6 +99,7 @@ class Job:
     summary: Callable[[dict], str] | None = None
     selection_metric: str = "val_label_accuracy"  # what train.keep_best maximises
     unused_parameters: bool = False  # some epochs leave parameters out of the loss (DDP must know)
+    learning_rates: dict = field(default_factory=dict)  # parameter -> its own learning rate (default train.lr)
     extra_state: dict = field(default_factory=dict)
 
 
@@ -193,8 +199,9 @@ def _rng_state() -> dict:
 
 
 def _restore_rng(state: dict) -> None:
-    if isinstance(state.get("torch"), Tensor):
-        torch.set_rng_state(state["torch"].cpu())
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), Tensor):
+        raise ValueError("the checkpoint's random-number state is missing or damaged")
+    torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda")
     if isinstance(cuda, list) and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
@@ -209,7 +216,10 @@ def fit(run: Run, job: Job) -> dict:
     # ---------------------------------------------------------------- 1. optimiser, guard, resume
     step_module = distributed.wrap(_Step(job).to(run.device), dist, job.unused_parameters)
     parameters = [p for p in job.model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(parameters, config)
+    special = {id(p): lr for p, lr in job.learning_rates.items()}
+    groups = [{"params": [p for p in parameters if id(p) not in special]}] + [
+        {"params": [p], "lr": special[id(p)]} for p in parameters if id(p) in special]
+    optimizer = build_optimizer(groups, config)
     shard_size = len(distributed.shard(torch.arange(job.num_examples), dist))
     steps = steps_per_epoch(shard_size, batch_size)
     scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)
@@ -337,12 +347,17 @@ def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: 
         if job.state is not None:
             job.state.load_state_dict(checkpoint["state"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for parameter, state in optimizer.state.items():
+            for name, value in state.items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                    raise ValueError(f"optimizer state {name} has shape {tuple(value.shape)} for a parameter "
+                                     f"of shape {tuple(parameter.shape)}")
         scheduler.load_state_dict(checkpoint["scheduler"])
         epoch, seconds = int(checkpoint["epoch"]), [float(s) for s in checkpoint["seconds"]]
+        guard.count = int(checkpoint.get("nonfinite_recoveries", 0))
+        _restore_rng(checkpoint.get("rng"))
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise NesyError(f"cannot resume: the checkpoint's training state does not match this run "
                         f"({' '.join(str(error).split())[:200]})", str(path)) from None
-    guard.count = int(checkpoint.get("nonfinite_recoveries", 0))
-    _restore_rng(checkpoint.get("rng") or {})
     best = checkpoint.get("best")
     return epoch, seconds, float(best) if isinstance(best, (int, float)) else None

@@ -42,7 +42,7 @@ def pretrain(config: TaskConfig, run_dir: Path, resume: bool = False, data_root:
         selfsup = SelfSupervised.from_config(config.gedi, data.sample_shape, config.model.num_clusters,
                                              generator=torch.Generator().manual_seed(config.train.seed)
                                              ).to(run.device)
-        if config.model.init and not resume:  # continue from another run's backbone
+        if config.model.init and not run.has_checkpoint:  # continue from another run's backbone
             load_pretrained_backbone(config.model.init, backbone)
             run.log(f"backbone initialised from {config.model.init}")
 

@@ -86,7 +86,10 @@ def read_metrics(run_dir: Path) -> list:
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise NesyError(f"cannot read the metrics ({error.strerror or type(error).__name__})", str(path)) from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -186,11 +189,17 @@ def start_run_dir(run_dir: Path, config: TaskConfig, kind: str, resume: bool) ->
         manifest["logic"] = {"copy": LOGIC_COPY, "source": str(source.resolve()),
                              "sha256": file_sha256(run_dir / LOGIC_COPY)}
     write_json(run_dir / MANIFEST, manifest)
-    recorded = config.to_dict()
-    if recorded["data"].get("path"):  # recorded absolute, so the run reads the same images from anywhere
-        recorded["data"]["path"] = str(resolve_data_path(recorded["data"]["path"], config.source))
-    text = yaml.safe_dump(recorded, sort_keys=False)
+    text = yaml.safe_dump(recorded_config(config), sort_keys=False)
     atomic_write(run_dir / CONFIG, lambda stream: stream.write(text.encode()))
+
+
+def recorded_config(config: TaskConfig) -> dict:
+    """`config` as config.yaml records it (and as --resume compares it): data.path absolute,
+    so the run reads the same images from anywhere."""
+    recorded = config.to_dict()
+    if recorded["data"].get("path"):
+        recorded["data"]["path"] = str(resolve_data_path(recorded["data"]["path"], config.source))
+    return recorded
 
 
 def read_manifest(run_dir: Path) -> dict:
@@ -222,9 +231,11 @@ def load_run_config(run_dir: Path) -> TaskConfig:
     manifest = read_manifest(run_dir)
     logic = manifest.get("logic")
     if isinstance(logic, dict) and isinstance(data.get("logic"), dict):
-        copy = run_dir / str(logic.get("copy", LOGIC_COPY))
-        if not copy.exists():
-            raise NesyError(f"the run's copy of its logic file is missing ({copy.name})", str(run_dir))
+        name = logic.get("copy", LOGIC_COPY)
+        copy = run_dir / str(name)
+        # The copy is a file of the run directory itself: never a folder, nor a path out of it.
+        if not isinstance(name, str) or Path(name).name != name or name in (".", "..") or not copy.is_file():
+            raise NesyError(f"the run's copy of its logic file is missing ({name!r})", str(run_dir))
         if file_sha256(copy) != logic.get("sha256"):
             raise NesyError(f"{copy.name} was changed after the run started (its sha256 differs from "
                             f"{MANIFEST}'s)", str(copy))
@@ -263,13 +274,17 @@ def check_resume(run_dir: Path, config: TaskConfig, kind: str) -> None:
     manifest = read_manifest(run_dir)
     if manifest.get("kind", kind) != kind:
         raise NesyError(f"cannot resume: this is a {manifest.get('kind')} run, not a {kind} run", str(run_dir))
-    differences = config_differences(recorded.to_dict(), config.to_dict())
+    differences = config_differences(recorded.to_dict(), recorded_config(config))
     if differences:
         raise NesyError("cannot resume with a different config (" + "; ".join(differences[:6]) + "); resume "
                         "with the run's own settings, or start a new run with another --out", str(run_dir))
     logic = manifest.get("logic")
     if config.logic is not None and isinstance(logic, dict):
-        current = file_sha256(Path(config.logic.file))
+        try:
+            current = file_sha256(Path(config.logic.file))
+        except OSError as error:
+            raise NesyError(f"cannot resume: cannot read the logic file ({error.strerror or type(error).__name__})",
+                            config.logic.file) from None
         if current != logic.get("sha256"):
             raise NesyError(f"cannot resume: the logic file changed since the run started (sha256 "
                             f"{logic.get('sha256', '?')[:12]} then, {current[:12]} now)", config.logic.file)

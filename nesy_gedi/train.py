@@ -51,7 +51,7 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         splits = build_task_data(config, circuit, resolve_data_root(data_root or config.data.root))
         train_set = splits["train"]
         sample_shape = tuple(train_set.images.shape[1:])
-        perception = build_perception(config, circuit, sample_shape, initialise=not resume).to(run.device)
+        perception = build_perception(config, circuit, sample_shape, initialise=not run.has_checkpoint).to(run.device)
         mode = config.train.mode
         selfsup = None
         if mode in SELF_SUPERVISED_MODES:
@@ -109,7 +109,8 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             finish=lambda records, tracker: final_report(config, circuit, records, pretrain_epochs),
             recover=selfsup.reset_buffer if selfsup is not None else None, phase=phase,
             constant_epochs=pretrain_epochs + map_epochs, epochs=pretrain_epochs + map_epochs + config.train.epochs,
-            summary=_summary, unused_parameters=map_epochs > 0)
+            summary=_summary, unused_parameters=map_epochs > 0,
+            learning_rates={perception.cluster_map: config.train.map_lr} if map_epochs > 0 else {})
         return engine.fit(run, job)
 
 
