@@ -165,7 +165,7 @@ class NonFiniteGuard:
             advice = ("; try a smaller gedi.sgld.step_size, a lower train.lr or gedi.energy_magnitude > 0"
                       if self.recover_fn is not None else "; try a lower train.lr")
             raise NesyError(f"training stopped: non-finite values at epoch {epoch}, step {step} ({reason})"
-                            f"{f' after {self.max_recoveries} recoveries' if self.max_recoveries else ''}"
+                            f"{f' after {self.max_recoveries} recoveries (train.max_nonfinite_recoveries)' if self.max_recoveries else ''}"
                             f"{where}{advice}")
         self.recover_fn(generator)
 

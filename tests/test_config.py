@@ -1,0 +1,233 @@
+"""Task configuration: loading, overrides, validation in one place, the public API.
+
+Hostile and broken inputs, case by case, are in tests/test_bad_input_config.py.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+from nesy_gedi import cli, config as config_module
+from nesy_gedi.config import (
+    SELF_SUPERVISED_METHODS,
+    TRAINING_MODES,
+    TaskConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    resolve_logic_path,
+    save_config,
+)
+from nesy_gedi.data.augment import AUGMENT_NAMES
+from nesy_gedi.errors import ConfigError, NesyError
+from nesy_gedi.models.backbones import BACKBONE_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
+TASK_FILES = sorted((ROOT / "tasks").glob("*.yaml"))
+
+
+def write_task(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- copied from test_train.py
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write_task(tmp_path, "name: x\ntrain:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(str(path))
+    assert "train.epochz" in str(error.value)
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = write_task(tmp_path, "name: x\ntrain:\n  batch_size: big\n")
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int, got 'big'"):
+        load_config(path)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write_task(tmp_path, "name: x\ntrain:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_overrides_reach_config_and_logic_params():
+    config = load_config(ADDITION, ["train.epochs=3", "N=4", "train.lr=0.01", "data.train_examples=10"])
+    assert config.train.epochs == 3
+    assert config.train.lr == pytest.approx(0.01)
+    assert config.logic.params == {"N": 4}
+    assert config.data.train_examples == 10
+
+
+def test_exponent_notation_is_a_float_in_files_and_overrides(tmp_path):
+    # YAML 1.1 (PyYAML) reads "1e-4" as a string; a float key takes it as the number it means.
+    path = write_task(tmp_path, "name: x\ntrain:\n  lr: 3e-4\n")
+    assert load_config(path).train.lr == pytest.approx(3e-4)
+    config = load_config(ADDITION, ["train.lr=1e-4", "gedi.sgld.noise_std=5E-3"])
+    assert config.train.lr == pytest.approx(1e-4) and config.gedi.sgld.noise_std == pytest.approx(5e-3)
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got '1e2'"):
+        load_config(ADDITION, ["train.epochs=1e2"])  # an int key still wants an int
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float, got '1e-4x'"):
+        load_config(ADDITION, ["train.lr=1e-4x"])
+
+
+def test_bad_override_value_is_rejected():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(ADDITION, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="unknown mode"):
+        load_config(ADDITION, ["train.mode=magic"])
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    path = write_task(tmp_path, "name: x\nmodel:\n  layers: 3\n")
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "model.layers" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- task files
+@pytest.mark.parametrize("path", TASK_FILES, ids=[p.stem for p in TASK_FILES])
+def test_every_task_file_loads_and_round_trips(path, tmp_path):
+    config = load_config(path)
+    assert config.name == path.stem and config.source == str(path)
+    save_config(config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again.to_dict() == config.to_dict()
+    assert config_from_dict(config.to_dict(), "stored").to_dict() == config.to_dict()
+
+
+def test_defaults_are_valid():
+    assert config_from_dict({}).to_dict() == TaskConfig().to_dict()
+
+
+def test_empty_file_is_all_defaults(tmp_path):
+    assert load_config(write_task(tmp_path, "# nothing\n")).to_dict() == TaskConfig().to_dict()
+
+
+# ----------------------------------------------------------------------------- lines and overrides
+def test_errors_name_the_line_of_the_key(tmp_path):
+    path = write_task(tmp_path, "name: x\ntrain:\n  epochs: 2\n  lr: -1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.path == str(path) and error.value.line == 4
+    assert str(error.value) == f"{path}:4: train.lr: must be positive, got -1.0"
+
+
+def test_a_key_the_file_leaves_out_points_at_its_section(tmp_path):
+    path = write_task(tmp_path, "name: x\ngedi:\n  sgld:\n    high: -2\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert error.value.line == 3 and "gedi.sgld.low: needs low < high" in str(error.value)
+
+
+def test_overridden_values_name_the_override_not_a_line(tmp_path):
+    path = write_task(tmp_path, "name: x\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["train.lr=0"])
+    assert error.value.line is None
+    assert str(error.value) == f"{path}: train.lr: must be positive, got 0.0 (from --set train.lr)"
+
+
+def test_parse_and_apply_overrides_keep_their_api():
+    assert parse_overrides(["a.b=1", "c=[1, 2]", "d=", "e=[unclosed"]) == [
+        ("a.b", 1), ("c", [1, 2]), ("d", ""), ("e", "[unclosed")]
+    assert apply_overrides({"train": {"lr": 1}}, ["train.lr=2", "N=3"]) == {
+        "train": {"lr": 2}, "logic": {"params": {"N": 3}}}
+    with pytest.raises(ConfigError, match="YAML anchor"):
+        parse_overrides(["x=&a [*a]"])
+
+
+# ----------------------------------------------------------------------------- values
+def test_values_that_need_a_definition():
+    config = config_from_dict({"name": "a.b-c_1", "data": {"ood_dataset": "none", "classes": [0, "cat"]},
+                               "train": {"num_threads": None, "seed": 2**32 - 1}})
+    assert config.data.ood_dataset is None  # "none" means no OOD set
+    assert config.data.classes == [0, "cat"] and config.train.seed == 2**32 - 1
+    assert config_from_dict({"data": {"ood_dataset": "fake:1x28x28:10:64"}}).data.ood_dataset.startswith("fake:")
+
+
+def test_timestamps_stay_strings(tmp_path):
+    assert load_config(write_task(tmp_path, "name: 2024-01-31\n")).name == "2024-01-31"
+
+
+def test_options_are_converted_like_config_values(tmp_path):
+    path = write_task(tmp_path, "gedi:\n  augment_options: {stroke: 5e-1, scale: [1, 1.2]}\n"
+                                "model:\n  backbone: resnet_small\n  options: {width: 8, blocks: [1, 2]}\n")
+    config = load_config(path)
+    assert config.gedi.augment_options == {"stroke": 0.5, "scale": [1.0, 1.2]}
+    assert config.model.options == {"width": 8, "blocks": [1, 2]}
+
+
+def test_checking_augmentations_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    config_from_dict({"train": {"augment": "natural", "augment_options": {"flip_prob": 0.2}},
+                      "gedi": {"augment_options": {"stroke": 0.3}}})
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_pretrain_keys_are_checked_and_kept():
+    config = config_from_dict({"model": {"pretrain": "tasks/gedi_mnist.yaml",
+                                         "pretrain_overrides": ["train.epochs=2", "gedi.weight=3"]},
+                               "train": {"concept_labels": 5, "keep_best": True, "tensorboard": True},
+                               "data": {"val_examples": 100, "path": "images/"}})
+    assert config.model.pretrain_overrides == ["train.epochs=2", "gedi.weight=3"]
+    assert config.train.concept_labels == 5 and config.data.val_examples == 100
+
+
+def test_mode_implications_still_resolve():
+    assert config_from_dict({"train": {"mode": "sl+concepts"}}).train.concept_supervision == 0.1
+    assert config_from_dict({"train": {"mode": "sl+swav"}}).gedi.method == "swav"
+
+
+def test_config_from_dict_names_its_source():
+    with pytest.raises(ConfigError, match=r"^stored: train\.lr: must be a finite number"):
+        config_from_dict({"train": {"lr": float("inf")}}, "stored")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        config_from_dict([1, 2], "stored")
+    with pytest.raises(ConfigError, match="train.lr: must be a finite number"):
+        config_from_dict({"train": {"lr": 10**400}})  # beyond the float range
+
+
+def test_errors_are_nesy_errors_of_one_line():
+    error = ConfigError("a\nb", "c\td.yaml", 3)
+    assert isinstance(error, NesyError) and str(error) == "c\\td.yaml:3: a\\nb"
+
+
+# ----------------------------------------------------------------------------- the rules' own consistency
+def test_every_range_names_a_real_number_field():
+    config = TaskConfig()
+    for key in config_module._RANGES:
+        value = config_module._value_at(config, key)
+        assert value is None or isinstance(value, (int, float)), key
+
+
+def test_every_backbone_and_augmentation_is_known_to_the_checks():
+    assert set(config_module._BACKBONE_CLASSES) == set(BACKBONE_NAMES)
+    assert set(config_module._AUGMENT_PROBES) == set(AUGMENT_NAMES)
+
+
+def test_config_has_no_function_level_imports():
+    tree = ast.parse(inspect.getsource(config_module))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inner = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            assert not inner, f"{node.name} imports inside the function"
+
+
+def test_public_api_is_kept():
+    assert "sl" in TRAINING_MODES and "gedi" in SELF_SUPERVISED_METHODS
+    config = load_config(ADDITION)
+    assert dataclasses.asdict(config)["train"]["lr"] == config.train.lr
+    assert "source" not in config.to_dict() and config.source == str(ADDITION)
+    assert resolve_logic_path("logic/addition.logic", str(ADDITION)).exists()
+    assert [f.name for f in dataclasses.fields(TaskConfig)] == [
+        "name", "logic", "data", "model", "train", "gedi", "circuit", "source"]
