@@ -6,11 +6,15 @@ The small public API, one stage of the data's path each:
     compiled = compile_file("logic/addition.logic", {"N": 2})      # PySDD, cached on disk
     circuit = KnowledgeCircuit(compiled)                           # KLay torch layer
     loss = semantic_loss(circuit(concept_log_probs, labels))       # -log P(K and labels)
+    config, circuit, splits, perception, device = load_run("runs/mnist_addition")  # a train run, read back
+
+docs/api.md describes each of them.
 """
 from .circuit import KnowledgeCircuit
 from .compiler import CompiledKnowledge, compile_file
 from .config import TaskConfig, load_config
 from .errors import ConfigError, DataError, LogicError, NesyError
+from .evaluate import load_run
 from .logic.ground import Knowledge, load_knowledge
 from .objectives.semantic import semantic_loss
 
@@ -28,5 +32,6 @@ __all__ = [
     "compile_file",
     "load_config",
     "load_knowledge",
+    "load_run",
     "semantic_loss",
 ]

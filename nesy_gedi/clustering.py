@@ -18,8 +18,10 @@ def as_input(batch: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict(backbone: nn.Module, inputs: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """(cluster assignments [N] int64, energies [N] float) on the CPU, in eval mode."""
+def predict(backbone: nn.Module, inputs: Tensor, batch_size: int = 1000,
+            temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(cluster assignments [N] int64, energies [N] float) on the CPU, in eval mode; the energy
+    -T logsumexp(f / T) at the objective's energy temperature T."""
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
@@ -27,7 +29,7 @@ def predict(backbone: nn.Module, inputs: Tensor, batch_size: int = 1000) -> tupl
     for start in range(0, len(inputs), batch_size):
         logits = backbone(as_input(inputs[start:start + batch_size]).to(device)).float()
         assignments.append(logits.argmax(dim=-1).cpu())
-        energies.append(energy(logits).cpu())
+        energies.append(energy(logits, temperature).cpu())
     backbone.train(was_training)
     if not assignments:
         return torch.zeros(0, dtype=torch.int64), torch.zeros(0)
@@ -57,9 +59,9 @@ def cluster_metrics(labels: Tensor, assignments: Tensor, energies: Tensor, num_c
 
 
 def evaluate_clusters(backbone: nn.Module, inputs: Tensor, labels: Tensor, num_clusters: int,
-                      batch_size: int = 1000, num_classes: int | None = None) -> dict:
+                      batch_size: int = 1000, num_classes: int | None = None, temperature: float = 1.0) -> dict:
     """`cluster_metrics` of the backbone's argmax-logit clusters on `inputs`."""
-    assignments, energies = predict(backbone, inputs, batch_size)
+    assignments, energies = predict(backbone, inputs, batch_size, temperature)
     return cluster_metrics(labels, assignments, energies, num_clusters, num_classes)
 
 

@@ -51,6 +51,7 @@ from .models import backbones
 
 TRAINING_MODES = ("sl", "sl+gedi", "gedi->sl", "sl+entropy", "sl+swav", "sl+concepts")
 SELF_SUPERVISED_METHODS = ("gedi", "no-gen", "jem", "swav", "barlow")
+TEMPERATURE_SCOPES = ("shared", "posterior")  # gedi.temperature_scope: see nesy_gedi.selfsup
 
 
 @dataclass
@@ -688,6 +689,7 @@ def _check(config: TaskConfig, where: _Where) -> None:
                                   "'_' and '-' (at most 128, not starting with '.' or '-')")
     _choose(where, "train.mode", config.train.mode, TRAINING_MODES, "mode")
     _choose(where, "gedi.method", config.gedi.method, SELF_SUPERVISED_METHODS, "method")
+    _choose(where, "gedi.temperature_scope", config.gedi.temperature_scope, TEMPERATURE_SCOPES, "temperature scope")
     for key, rule in _RANGES.items():
         value = _value_at(config, key)
         if value is not None and not rule.admits(value):

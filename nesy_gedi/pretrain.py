@@ -78,14 +78,15 @@ def _noise(config: TaskConfig, shape: tuple[int, ...], count: int, seed: int) ->
 
 
 def _score(backbone, inputs: Tensor, labels: Tensor, ood: Tensor | None, data: PretrainData,
-           config: TaskConfig) -> tuple[dict, Tensor, Tensor, Tensor | None]:
-    """(`cluster_metrics` plus "ood_auroc" with an OOD set; assignments; energies; OOD energies)."""
+           config: TaskConfig, temperature: float) -> tuple[dict, Tensor, Tensor, Tensor | None]:
+    """(`cluster_metrics` plus "ood_auroc" with an OOD set; assignments; energies; OOD energies),
+    energies at the objective's own energy temperature."""
     batch = config.train.eval_batch_size
-    assignments, energies = predict(backbone, inputs, batch)
+    assignments, energies = predict(backbone, inputs, batch, temperature)
     scores = cluster_metrics(labels, assignments, energies, config.model.num_clusters, data.num_classes)
     ood_energy = None
     if ood is not None:
-        ood_energy = predict(backbone, ood, batch)[1]
+        ood_energy = predict(backbone, ood, batch, temperature)[1]
         scores["ood_auroc"] = energy_auroc(energies, ood_energy)
     return scores, assignments, energies, ood_energy
 
@@ -94,25 +95,28 @@ def evaluate_epoch(backbone, selfsup: SelfSupervised, data: PretrainData, config
     """What an evaluation epoch logs: clustering scores on the test split (unprefixed) and on the
     validation split (`val_*`), the energy score's OOD AUROC on each, and the mean energies of
     uniform noise and of the replay buffer."""
-    evaluation = _score(backbone, data.test, data.test_labels, data.ood, data, config)[0]
+    evaluation = _score(backbone, data.test, data.test_labels, data.ood, data, config, selfsup.energy_temperature)[0]
     if data.val is not None:
-        scores = _score(backbone, data.val, data.val_labels, data.val_ood, data, config)[0]
+        scores = _score(backbone, data.val, data.val_labels, data.val_ood, data, config, selfsup.energy_temperature)[0]
         evaluation.update({f"val_{k}": v for k, v in scores.items()})
     count = min(len(data.test), 1000)
-    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 12345), config.train.eval_batch_size)
+    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 12345), config.train.eval_batch_size,
+                              selfsup.energy_temperature)
     evaluation["energy_noise"] = float(noise_energy.mean())
     buffer = selfsup.buffer_samples(count)
     if buffer is not None:
-        evaluation["energy_buffer"] = float(predict(backbone, buffer, config.train.eval_batch_size)[1].mean())
+        evaluation["energy_buffer"] = float(predict(backbone, buffer, config.train.eval_batch_size,
+                                                     selfsup.energy_temperature)[1].mean())
     return evaluation
 
 
 def _final_report(config: TaskConfig, data: PretrainData, backbone, selfsup: SelfSupervised, records: list,
                   run: engine.Run, tracker: Tracker) -> dict:
     evaluation, assignments, test_energy, ood_energy = _score(backbone, data.test, data.test_labels, data.ood,
-                                                              data, config)
+                                                              data, config, selfsup.energy_temperature)
     count = min(len(data.test), 10000)
-    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 54321), config.train.eval_batch_size)
+    _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 54321), config.train.eval_batch_size,
+                              selfsup.energy_temperature)
     energies = {"test": test_energy, "uniform noise": noise_energy}
     ood_auroc, by_class = evaluation.get("ood_auroc"), None
     if ood_energy is not None:
@@ -166,7 +170,8 @@ def _write_plots(config, data: PretrainData, backbone, selfsup: SelfSupervised, 
     written.append(plots.save_training_curves(records, run_dir / "curves.png", title=config.name).name)
     if data.toy and data.sample_shape == (2,):
         def grid_eval(points: np.ndarray, what: int):
-            return predict(backbone, torch.from_numpy(points), config.train.eval_batch_size)[what].numpy()
+            return predict(backbone, torch.from_numpy(points), config.train.eval_batch_size,
+                           selfsup.energy_temperature)[what].numpy()
 
         bounds = (config.gedi.sgld.low, config.gedi.sgld.high) * 2 if config.gedi.sgld.clamp else None
         written.append(plots.save_toy_clusters(data.test, assignments, run_dir / "clusters.png",

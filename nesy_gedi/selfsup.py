@@ -15,8 +15,18 @@ Methods (`gedi.method`):
     barlow   Barlow Twins on the logits
 
 The data term of the energy uses the un-augmented `x`; invariance, prior, SwAV and
-Barlow use two augmented views of it. The SGLD sampler (and so its replay buffer) is a
-submodule: `.to(device)` moves it and `state_dict()` saves it.
+Barlow use two augmented views of it.
+
+Temperature (`gedi.temperature` T, `gedi.temperature_scope`): in scope `shared` (the
+default, GEDI's one set of logits) the energy is E(x) = -T logsumexp(f(x) / T) and the
+posterior p(y|x) = softmax(f(x) / T), for the SGLD sampler, the generative term and the
+reported energies alike; at T = 1 this is the paper's objective. Scope `posterior` (the
+behaviour before issue #13) divides the logits by T in the invariance and prior terms
+only and keeps E(x) = -logsumexp f(x). `SelfSupervised.energy(logits)` is the energy of
+the configured scope: evaluation (OOD scores) must use it too.
+
+The SGLD sampler (and so its replay buffer) is a submodule: `.to(device)` moves it and
+`state_dict()` saves it.
 
 A diverging sampler raises `nesy_gedi.sgld.NonFiniteError` out of `losses`; callers
 reset the buffer with `reset_buffer()` and skip the step (see `pretrain.NonFiniteGuard`).
@@ -28,13 +38,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .config import SELF_SUPERVISED_METHODS, GediConfig
+from .config import SELF_SUPERVISED_METHODS, GediConfig, TEMPERATURE_SCOPES
 from .data.augment import build_augment
 from .errors import ConfigError
 from .objectives import GediWeights, barlow_twins_loss, energy, gedi_objective, swav_loss
 from .sgld import SGLDSampler
 
-__all__ = ["SelfSupervised", "GENERATIVE_METHODS"]
+__all__ = ["SelfSupervised", "GENERATIVE_METHODS", "TEMPERATURE_SCOPES"]
 
 GENERATIVE_METHODS = ("gedi", "jem")  # the methods that run SGLD
 
@@ -58,6 +68,7 @@ class SelfSupervised(nn.Module):
         swav_temperature: float = 0.1,
         swav_epsilon: float = 0.05,
         temperature: float = 1.0,
+        temperature_scope: str = "shared",
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -84,6 +95,10 @@ class SelfSupervised(nn.Module):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
+        if temperature_scope not in TEMPERATURE_SCOPES:
+            raise ValueError(f"temperature_scope must be one of {', '.join(TEMPERATURE_SCOPES)}, "
+                             f"got {temperature_scope!r}")
+        self.temperature_scope = temperature_scope
         self.last_stats: dict[str, Tensor] = {}
         self.sampler: SGLDSampler | None = None
         if self.generative:
@@ -114,7 +129,8 @@ class SelfSupervised(nn.Module):
             return cls(g.method, sample_shape, num_clusters, weights=weights, augment=g.augment,
                        augment_options=g.augment_options, sgld=sgld,
                        swav_temperature=g.swav_temperature, swav_epsilon=g.swav_epsilon,
-                       temperature=g.temperature, generator=generator)
+                       temperature=g.temperature, temperature_scope=g.temperature_scope,
+                       generator=generator)
         except ValueError as error:
             raise ConfigError(f"gedi: {error}") from None
 
@@ -123,6 +139,16 @@ class SelfSupervised(nn.Module):
     def generative(self) -> bool:
         """Whether this objective has an energy term (and so an SGLD sampler)."""
         return self.method in GENERATIVE_METHODS and self.weights.generative > 0
+
+    @property
+    def energy_temperature(self) -> float:
+        """The T of E(x) = -T logsumexp(f(x) / T): `temperature` in scope shared, else 1."""
+        return self.temperature if self.temperature_scope == "shared" else 1.0
+
+    def energy(self, logits: Tensor) -> Tensor:
+        """E(x) [B] of the logits f(x) [B, C] under this objective's temperature scope; what
+        the sampler descends and what an OOD score -E(x) should use."""
+        return energy(logits, self.energy_temperature)
 
     @torch.no_grad()
     def reset_buffer(self, generator: torch.Generator | None = None) -> None:
@@ -141,7 +167,7 @@ class SelfSupervised(nn.Module):
         """SGLD negatives from the replay buffer under `backbone`'s energy (updates the buffer)."""
         if self.sampler is None:
             raise RuntimeError(f"method {self.method!r} has no SGLD sampler")
-        return self.sampler.sample(lambda z: energy(backbone(z)), batch_size, generator=generator)
+        return self.sampler.sample(lambda z: self.energy(backbone(z)), batch_size, generator=generator)
 
     # ------------------------------------------------------------------ the objective
     def losses(self, backbone: nn.Module, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -181,16 +207,15 @@ class SelfSupervised(nn.Module):
         logits_data = logits_negative = view_a = view_b = None
         if self.generative:
             logits_data, logits_negative = logits[0], logits[1]
-            self.last_stats["energy_data"] = energy(logits_data).detach().mean()
-            self.last_stats["energy_negative"] = energy(logits_negative).detach().mean()
+            self.last_stats["energy_data"] = self.energy(logits_data).detach().mean()
+            self.last_stats["energy_negative"] = self.energy(logits_negative).detach().mean()
         if needs_views:
-            # The cluster posterior softmax(f / T); T < 1 sharpens it. At T = 1 (GEDI's own
-            # definition) a freshly initialised network sits near the saddle where every
-            # posterior is uniform, which the invariance term leaves only slowly.
-            view_a, view_b = logits[-2] / self.temperature, logits[-1] / self.temperature
-        return gedi_objective(logits_data, logits_negative, view_a, view_b, self.weights)
+            view_a, view_b = logits[-2], logits[-1]
+        return gedi_objective(logits_data, logits_negative, view_a, view_b, self.weights,
+                              temperature=self.temperature, energy_temperature=self.energy_temperature)
 
     def extra_repr(self) -> str:
         return (f"method={self.method!r}, num_clusters={self.num_clusters}, sample_shape={self.sample_shape}, "
-                f"augment={self.augment_name!r}, weights={self.weights}")
+                f"augment={self.augment_name!r}, weights={self.weights}, temperature={self.temperature}, "
+                f"temperature_scope={self.temperature_scope!r}")
 

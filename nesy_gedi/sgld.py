@@ -92,7 +92,7 @@ class ReplayBuffer(nn.Module):
         indices = torch.randint(
             0, self.size, (batch_size,), generator=generator, device=where
         ).to(device)
-        samples = self.samples[indices].clone()
+        samples = self.samples.index_select(0, indices)  # a copy
         # Fresh noise keeps the chains from all converging to a few modes.
         reinit = _random("uniform", (batch_size,), generator, device) < self.reinit_prob
         if reinit.any():
@@ -119,12 +119,16 @@ class ReplayBuffer(nn.Module):
         )
 
 
-def _check_finite(tensor: Tensor, what: str, step: int, steps: int) -> None:
-    if not torch.isfinite(tensor).all():
-        raise NonFiniteError(
-            f"SGLD step {step} of {steps}: {what} is not finite "
-            f"(try a smaller step_size or a non-zero energy_magnitude weight)"
-        )
+_CHECKED = ("the energy", "the energy gradient", "the sample")
+
+
+def _raise_first_non_finite(finite: Tensor, steps: int) -> None:
+    """`finite` [steps, 3]: per step, whether the energy, its gradient and the sample were finite."""
+    step, what = divmod(int((~finite).flatten().nonzero()[0]), len(_CHECKED))
+    raise NonFiniteError(
+        f"SGLD step {step + 1} of {steps}: {_CHECKED[what]} is not finite "
+        f"(try a smaller step_size or a non-zero energy_magnitude weight)"
+    )
 
 
 def sgld(
@@ -139,32 +143,54 @@ def sgld(
     """x <- x - step_size * grad_x E(x).sum() + noise_std * N(0, I), `steps` times.
 
     JEM-style SGLD: step size and noise are decoupled rather than tied as in
-    exact Langevin dynamics.  Returns detached samples, clamped to `clamp` after
-    every step (None: no clamping).  Gradients are taken w.r.t. x only, so no
-    `.grad` is accumulated on the model's parameters.  Raises NonFiniteError at
-    the first step whose energy, gradient or update is NaN or infinite.
+    exact Langevin dynamics.  Returns detached samples (a new tensor), clamped to
+    `clamp` after every step (None: no clamping).  Raises NonFiniteError naming the
+    first step whose energy, gradient or update is NaN or infinite.
+
+    Cost per step: one forward and one backward pass of `energy_fn` w.r.t. x only
+    (torch.autograd.grad: the parameters' gradients are neither computed nor
+    accumulated, and their requires_grad is left alone), one normal draw and a few
+    in-place updates of one sample tensor.  Finiteness is tested on float64 sums (a NaN
+    or inf anywhere, and only there, makes the sum non-finite) and checked once after
+    the last step, so no step waits on the device.  What is drawn from `generator`
+    does not depend on the values, so one generator state gives one set of samples.
     """
     if steps < 0:
         raise ValueError(f"sgld: steps must be >= 0, got {steps}")
     if not x.is_floating_point():
         raise ValueError(f"sgld: x must be a floating-point tensor, got {x.dtype}")
-    x = x.detach().clone()
+    x = x.detach().clone()  # updated in place below
     if clamp is not None:
-        x = x.clamp(*clamp)
+        x.clamp_(*clamp)
+    if steps == 0:
+        return x
+    noise = torch.empty_like(x)
+    # A generator draws on its own device: draw there and copy when x lives elsewhere.
+    draw_here = generator is None or generator.device == x.device
+    finite = []
     # Callers often sample inside torch.no_grad(); the input gradient is still needed.
     with torch.enable_grad():
-        for step in range(1, steps + 1):
+        for _ in range(steps):
             x.requires_grad_(True)
-            e = energy_fn(x)
-            _check_finite(e.detach(), "the energy", step, steps)
-            (grad,) = torch.autograd.grad(e.sum(), x)
-            _check_finite(grad, "the energy gradient", step, steps)
-            noise = _random("normal", x.shape, generator, x.device, x.dtype)
-            x = x.detach() - step_size * grad + noise_std * noise
+            energies = energy_fn(x)
+            # An energy that ignores x (e.g. a constant NaN) has a zero gradient.
+            (grad,) = torch.autograd.grad(energies.sum(), x, allow_unused=True, materialize_grads=True)
+            x.requires_grad_(False)
+            if draw_here:
+                noise.normal_(generator=generator)
+            else:
+                noise.copy_(torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype))
+            # (x - step_size * grad) + noise_std * noise, in place, rounded as written. (The
+            # gradient may be an expanded view, so it is not scaled in place.)
+            x.sub_(grad * step_size).add_(noise.mul_(noise_std))
             if clamp is not None:
-                x = x.clamp(*clamp)
-            _check_finite(x, "the sample", step, steps)
-    return x.detach()
+                x.clamp_(*clamp)
+            # Finite iff every element is (a float64 sum of float32 values cannot overflow).
+            finite.append(torch.stack([t.detach().sum(dtype=torch.float64) for t in (energies, grad, x)]))
+    finite = torch.isfinite(torch.stack(finite))
+    if not bool(finite.all()):
+        _raise_first_non_finite(finite, steps)
+    return x
 
 
 class SGLDSampler(nn.Module):

@@ -12,6 +12,7 @@ from nesy_gedi.objectives import (
     gedi_objective,
     invariance,
     normalised_entropy,
+    scaled_logits,
     sinkhorn_knopp,
     swav_loss,
     uniform_prior,
@@ -154,6 +155,49 @@ def test_gedi_objective_rejects_missing_inputs_and_bad_weights():
         GediWeights(prior=-1.0)
     with pytest.raises(ValueError, match="every weight"):
         gedi_objective(a, a, a, a, GediWeights(0.0, 0.0, 0.0))
+
+
+def test_energy_with_temperature_by_hand():
+    # E(x) = -T logsumexp(f / T): at T = 1/2, logits [1, 2] -> -(1/2) log(e^2 + e^4).
+    logits = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    expected = torch.tensor([-0.5 * math.log(math.exp(2) + math.exp(4)), -0.5 * math.log(2.0)])
+    torch.testing.assert_close(energy(logits, 0.5), expected)
+    assert torch.equal(energy(logits, 1.0), -torch.logsumexp(logits, -1))  # T = 1: GEDI's energy, bit for bit
+    # T -> 0: the energy tends to -max_y f(x)_y.
+    torch.testing.assert_close(energy(logits, 1e-3), torch.tensor([-2.0, 0.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(scaled_logits(logits, 0.5), 2 * logits)
+    assert scaled_logits(logits, 1.0) is logits
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            energy(logits, bad)
+
+
+def test_gedi_objective_energy_and_posterior_share_the_temperature_by_hand():
+    # One set of logits, T = 1/2: E = -(1/2) logsumexp(2 f), p(y|x) = softmax(2 f).
+    T = 0.5
+    data = torch.tensor([[0.0, 0.0]])  # E = -(1/2) log 2
+    negative = torch.tensor([[1.0, -1.0]])  # E = -(1/2) log(e^2 + e^-2)
+    view_a = torch.tensor([[0.0, 0.5 * math.log(3.0)]])  # softmax(2 f) = [1/4, 3/4]
+    view_b = torch.tensor([[0.0, 0.0]])  # [1/2, 1/2]
+    out = gedi_objective(data, negative, view_a, view_b, GediWeights(), temperature=T)
+    e_data, e_negative = -0.5 * math.log(2.0), -0.5 * math.log(math.exp(2) + math.exp(-2))
+    assert out["generative"].item() == pytest.approx(e_data - e_negative, rel=1e-6)
+    # 0.5 * (H(p_a, p_b) + H(p_b, p_a)) with H(p, q) = -sum p log q.
+    h_ab = math.log(2.0)
+    h_ba = -0.5 * (math.log(0.25) + math.log(0.75))
+    assert out["invariance"].item() == pytest.approx(0.5 * (h_ab + h_ba), rel=1e-6)
+    # One example per batch: the marginal is the posterior itself; mean over the two views.
+    prior_a, prior_b = -0.5 * (math.log(0.25) + math.log(0.75)), math.log(2.0)
+    assert out["prior"].item() == pytest.approx(0.5 * (prior_a + prior_b), rel=1e-6)
+    # The "posterior" scope (energy at T = 1) changes the generative term only.
+    decoupled = gedi_objective(data, negative, view_a, view_b, GediWeights(), temperature=T, energy_temperature=1.0)
+    assert decoupled["generative"].item() == pytest.approx(
+        -math.log(2.0) + math.log(math.exp(1) + math.exp(-1)), rel=1e-6)
+    torch.testing.assert_close(decoupled["invariance"], out["invariance"])
+    torch.testing.assert_close(decoupled["prior"], out["prior"])
+    # The posterior scope equals the old call on pre-divided views.
+    old = gedi_objective(data, negative, view_a / T, view_b / T, GediWeights())
+    assert all(torch.equal(old[k], decoupled[k]) for k in old)
 
 
 def test_sinkhorn_equal_partition():

@@ -7,6 +7,8 @@ from torch import nn
 
 from nesy_gedi.config import GediConfig, SGLDConfig
 from nesy_gedi.errors import ConfigError
+from nesy_gedi.models.backbones import build_backbone
+from nesy_gedi.objectives import contrastive_divergence, invariance, uniform_prior
 from nesy_gedi.selfsup import SelfSupervised
 from nesy_gedi.sgld import NonFiniteError
 
@@ -136,5 +138,111 @@ def test_bad_configs_raise_config_errors():
         SelfSupervised.from_config(GediConfig(augment="points", augment_options={"bogus": 1}), (2,), 3)
     with pytest.raises(ConfigError, match="temperature"):
         SelfSupervised.from_config(_config("gedi", temperature=0.0), (2,), 3)
+    with pytest.raises(ConfigError, match="temperature_scope.*shared, posterior"):
+        SelfSupervised.from_config(_config("gedi", temperature_scope="energy"), (2,), 3)
     with pytest.raises(ValueError, match=r"expected inputs \[B, 2\]"):
         SelfSupervised.from_config(_config("no-gen"), (2,), 3).losses(_mlp(), torch.zeros(4, 3))
+
+
+# ----------------------------------------------------------------------------- temperature (issue #13)
+class _Recorder(nn.Module):
+    """A backbone that keeps the logits of its last forward pass."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.last = net, None
+
+    def forward(self, x):
+        self.last = self.net(x)
+        return self.last
+
+
+def test_defaults_are_gedis_objective():
+    config = GediConfig()
+    assert (config.method, config.temperature, config.temperature_scope) == ("gedi", 1.0, "shared")
+    assert (config.generative, config.invariance, config.prior, config.energy_magnitude) == (1.0, 1.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("scope", ["shared", "posterior"])
+def test_energy_and_posterior_come_from_the_same_logits(scope):
+    T = 0.5
+    backbone = _Recorder(_mlp())
+    x = _batch(8)
+    selfsup = SelfSupervised.from_config(_config("gedi", temperature=T, temperature_scope=scope), (2,), 3)
+    terms = selfsup.losses(backbone, x, torch.Generator().manual_seed(0))
+    data, negatives, view_a, view_b = backbone.last.detach().split(8)  # the loss's one pass
+    energy_t = T if scope == "shared" else 1.0
+    energy = lambda f: -energy_t * torch.logsumexp(f / energy_t, dim=-1)  # noqa: E731
+    torch.testing.assert_close(terms["generative"], contrastive_divergence(energy(data), energy(negatives)))
+    torch.testing.assert_close(terms["invariance"], invariance(view_a / T, view_b / T))
+    torch.testing.assert_close(terms["prior"], uniform_prior([view_a / T, view_b / T]))
+    torch.testing.assert_close(selfsup.last_stats["energy_data"], energy(data).mean())
+    torch.testing.assert_close(selfsup.energy(data), energy(data))
+    assert selfsup.energy_temperature == energy_t
+
+
+def test_the_sampler_descends_the_scopes_energy():
+    T = 0.5
+    backbone = _mlp()
+    gedi_config = _config("gedi", temperature=T)
+    a = SelfSupervised.from_config(gedi_config, (2,), 3, generator=torch.Generator().manual_seed(0))
+    b = SelfSupervised.from_config(gedi_config, (2,), 3, generator=torch.Generator().manual_seed(0))
+    sampled = a.sample(backbone, 8, torch.Generator().manual_seed(1))
+    tempered = lambda z: -T * torch.logsumexp(backbone(z) / T, dim=-1)  # noqa: E731
+    expected = b.sampler.sample(tempered, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(sampled, expected)
+
+
+# Loss values of the objective before issue #13 (temperature only in the posterior,
+# energy_magnitude 0.1, prior 3: the old task files' settings), computed with the code of
+# commit fa01c0a (nesy_gedi/selfsup.py, sgld.py and objectives/gedi.py as they were then)
+# by the two setups below, on one CPU thread; reproduced bit for bit by
+# temperature_scope: posterior after the change. Keys: the loss terms, the energies in
+# last_stats, the L2 norm of the parameters' gradient of "total", the replay buffer's sum.
+OLD_POINTS = {"generative": 0.24156230688095093, "invariance": 0.4860893487930298, "prior": 6.17968225479126,
+              "total": 6.907333850860596, "energy_data": -0.9698211550712585,
+              "energy_negative": -1.013427972793579, "grad_norm": 16.623258508612665,
+              "buffer_sum": -16.54532763361931}
+OLD_DIGITS = {"generative": 1.0801862478256226, "invariance": 2.125589609146118, "prior": 7.512701034545898,
+              "total": 10.718477249145508, "energy_data": -2.3228774070739746,
+              "energy_negative": -2.3235831260681152, "grad_norm": 4.844684455928145,
+              "buffer_sum": -145.46766403177753}
+OLD_SETTINGS = dict(method="gedi", temperature=0.1, temperature_scope="posterior", energy_magnitude=0.1, prior=3.0)
+
+
+def _old_points_setup():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 3))
+    config = GediConfig(augment="points", sgld=SGLDConfig(buffer_size=32, steps=3, step_size=0.1, noise_std=0.01,
+                                                          low=-2.0, high=2.0), **OLD_SETTINGS)
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    return backbone, config, x, (2,), 3
+
+
+def _old_digits_setup():
+    torch.manual_seed(0)
+    backbone = build_backbone("mnist_net", 10)
+    config = GediConfig(augment="digits", augment_options={"stroke": 1.0},
+                        sgld=SGLDConfig(buffer_size=64, steps=4, step_size=1.0, noise_std=0.01), **OLD_SETTINGS)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return backbone, config, x, (1, 28, 28), 10
+
+
+@pytest.mark.parametrize("setup, expected", [(_old_points_setup, OLD_POINTS), (_old_digits_setup, OLD_DIGITS)],
+                         ids=["points", "digits"])
+def test_posterior_scope_reproduces_the_old_objective(setup, expected):
+    backbone, config, x, shape, clusters = setup()
+    selfsup = SelfSupervised.from_config(config, shape, clusters, generator=torch.Generator().manual_seed(3))
+    terms = selfsup.losses(backbone, x, torch.Generator().manual_seed(5))
+    terms["total"].backward()
+    got = {key: terms[key].item() for key in ("generative", "invariance", "prior", "total")}
+    got.update({key: value.item() for key, value in selfsup.last_stats.items()})
+    got["grad_norm"] = torch.sqrt(sum(p.grad.double().pow(2).sum() for p in backbone.parameters())).item()
+    got["buffer_sum"] = selfsup.buffer_samples().double().sum().item()
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    # The faithful default (scope shared) differs from it wherever T != 1 reaches the energy.
+    backbone, config, x, shape, clusters = setup()
+    config.temperature_scope = "shared"
+    shared = SelfSupervised.from_config(config, shape, clusters, generator=torch.Generator().manual_seed(3))
+    assert shared.losses(backbone, x, torch.Generator().manual_seed(5))["generative"].item() != pytest.approx(
+        expected["generative"], rel=1e-3)

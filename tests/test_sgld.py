@@ -130,3 +130,140 @@ def test_sampler_writes_back_and_moves_with_module():
     doubled = sampler.to(torch.float64)
     assert doubled.buffer.samples.dtype == torch.float64
     assert all(p.grad is None for p in model.parameters())
+
+
+def _reference_sgld(energy_fn, x, steps, step_size, noise_std, clamp, generator):
+    """The loop as first written (before the in-place rewrite of issue #13)."""
+    x = x.detach().clone().clamp(*clamp)
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy_fn(x).sum(), x)
+        noise = torch.randn(x.shape, generator=generator)
+        x = (x.detach() - step_size * grad + noise_std * noise).clamp(*clamp)
+    return x.detach()
+
+
+@pytest.mark.parametrize("step_size, noise_std", [(1.0, 0.01), (0.1, 0.3)])
+def test_in_place_sgld_equals_the_plain_loop_bit_for_bit(step_size, noise_std):
+    model = _fixed_mlp(seed=5)
+    energy_fn = lambda v: energy(model(v))  # noqa: E731
+    x0 = torch.rand(32, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    got = sgld(energy_fn, x0, steps=7, step_size=step_size, noise_std=noise_std,
+               generator=torch.Generator().manual_seed(1))
+    expected = _reference_sgld(energy_fn, x0, 7, step_size, noise_std, (-1.0, 1.0), torch.Generator().manual_seed(1))
+    assert torch.equal(got, expected)
+    assert got.data_ptr() != x0.data_ptr() and not torch.equal(got, x0)
+
+
+def test_sgld_leaves_the_parameters_alone():
+    model = _fixed_mlp(seed=6)
+    model[0].weight.requires_grad_(False)  # a frozen layer stays frozen, trainable ones trainable
+    flags = [p.requires_grad for p in model.parameters()]
+    sgld(lambda v: energy(model(v)), torch.zeros(8, 2), steps=3, generator=torch.Generator().manual_seed(0))
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_sgld_names_the_first_non_finite_step_and_quantity():
+    calls = {"n": 0}
+
+    def nan_from_step_3(x):
+        calls["n"] += 1
+        return (x**2).sum(-1) * (float("nan") if calls["n"] >= 3 else 1.0)
+
+    with pytest.raises(NonFiniteError, match=r"step 3 of 10: the energy is not finite"):
+        sgld(nan_from_step_3, torch.zeros(4, 2), steps=10)
+    # Without clamping, an exploding update is caught as the sample.
+    with pytest.raises(NonFiniteError, match=r"step 1 of 5: the sample is not finite"):
+        sgld(lambda x: -1e-30 * x.sum(-1), torch.full((4, 1), 3e38), steps=5, step_size=1e68, noise_std=0.0,
+             clamp=None)
+    # Energies near the float32 limit are finite, though their float32 sum is not.
+    out = sgld(lambda x: -1e38 * x.sum(-1), torch.ones(4, 2), steps=1, step_size=0.0, noise_std=0.0)
+    assert torch.equal(out, torch.ones(4, 2))
+
+
+def test_sgld_without_steps_returns_a_clamped_copy():
+    x0 = torch.tensor([[2.0, -0.5]])
+    out = sgld(lambda x: x.sum(-1), x0, steps=0)
+    assert torch.equal(out, torch.tensor([[1.0, -0.5]])) and torch.equal(x0, torch.tensor([[2.0, -0.5]]))
+
+
+# ----------------------------------------------------------------------------- benchmarks/sgld_speed.py
+def _speed_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sgld_speed.py"
+    spec = importlib.util.spec_from_file_location("sgld_speed_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_task(steps):
+    from nesy_gedi.config import GediConfig, ModelConfig, SGLDConfig, TaskConfig
+
+    sgld_config = SGLDConfig(buffer_size=32, steps=steps, step_size=0.1, low=-2.0, high=2.0)
+    return TaskConfig(model=ModelConfig(backbone="mlp", num_clusters=3, options={"hidden": 8, "depth": 1}),
+                      gedi=GediConfig(augment="points", sgld=sgld_config))
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_speed_benchmark_counts_s_plus_4_batch_passes_per_step(steps):
+    from nesy_gedi.selfsup import SelfSupervised
+
+    benchmark = _speed_benchmark()
+    task = _tiny_task(max(steps, 1))
+    task.gedi.sgld.steps = steps
+    backbone = _fixed_mlp(seed=7)
+    selfsup = SelfSupervised.from_config(task.gedi, (2,), 3, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    passes = benchmark.count_passes(backbone, selfsup, x, torch.Generator().manual_seed(2))
+    # S sampler steps, then one pass over data, negatives and the two views.
+    assert passes == {"forward": steps + 4, "backward": steps + 4}
+
+
+def test_speed_benchmark_floor_is_its_unit_cost_times_s_plus_4():
+    benchmark = _speed_benchmark()
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    result = benchmark.measure(_tiny_task(3), x, iters=2, warmup=0)
+    assert result["sgld_steps"] == 3 and result["batch_size"] == 16
+    assert result["passes_per_step"] == {"forward": 7, "backward": 7}
+    assert result["floor_units"] == 7 and result["brief_floor_units"] == 6
+    assert result["floor_s"] == pytest.approx(7 * result["unit_s"])
+    assert result["brief_floor_s"] == pytest.approx(6 * result["unit_s"])
+    assert result["ratio_to_floor"] == pytest.approx(result["gedi_step_s"] / result["floor_s"])
+    assert result["gedi_images_per_s"] == pytest.approx(16 / result["gedi_step_s"])
+    assert set(result["breakdown_s"]) == {"sampling", "augmentation", "loss_forward", "loss_backward", "optimizer"}
+    assert all(value >= 0 for key, value in result["breakdown_s"].items() if key != "loss_forward")
+    assert result["breakdown_units"]["sampling"] == pytest.approx(result["breakdown_s"]["sampling"] / result["unit_s"])
+    assert result["samples"] == {"unit": 2 * 7, "gedi_step": 2, "nogen_step": 2 * 4}
+
+
+def test_speed_benchmark_writes_its_provenance(tmp_path):
+    import json
+
+    benchmark = _speed_benchmark()
+    out = tmp_path / "speed.json"
+    benchmark.main(["--batch-size", "4", "--set", "gedi.sgld.steps=1", "--iters", "1", "--warmup", "0",
+                    "--data-root", str(tmp_path / "no-data"), "--out", str(out)])
+    record = json.loads(out.read_text())
+    machine = record["machine"]
+    assert machine["torch_threads"] == 1 and len(machine["load_average_before"]) == 3
+    assert machine["cpu_model"] and machine["date"] and "load_average_after" in machine
+    assert record["data"].startswith("uniform noise") and record["result"]["backbone"] == "mnist_net"
+    assert record["result"]["floor_units"] == 1 + 4
+
+
+def test_speed_benchmark_compares_two_samplers_call_for_call():
+    from pathlib import Path
+
+    import nesy_gedi.sgld
+
+    benchmark = _speed_benchmark()
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    result = benchmark.compare_samplers(nesy_gedi.sgld.__file__, _tiny_task(2), x, rounds=2)
+    assert result["same_samples"] and result["rounds"] == 2
+    assert result["baseline"] == str(Path(nesy_gedi.sgld.__file__).resolve())
+    assert result["speedup"] == pytest.approx(result["baseline_step_s"] / result["current_step_s"])
+    assert 0 < result["current_step_min_s"] <= result["current_step_s"]

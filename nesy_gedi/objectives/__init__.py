@@ -7,6 +7,7 @@ from nesy_gedi.objectives.gedi import (
     energy,
     gedi_objective,
     invariance,
+    scaled_logits,
     uniform_prior,
 )
 from nesy_gedi.objectives.swav import sinkhorn_knopp, swav_loss
@@ -20,6 +21,7 @@ __all__ = [
     "gedi_objective",
     "invariance",
     "normalised_entropy",
+    "scaled_logits",
     "sinkhorn_knopp",
     "swav_loss",
     "uniform_prior",

@@ -1,11 +1,18 @@
 """GEDI objective terms (Sansone & Manhaeve, 2024) as pure functions of logits.
 
-One backbone f maps x to C cluster logits.  The same logits define
-an energy-based model, E(x) = -logsumexp_y f(x)_y, and a cluster posterior,
-p(y|x) = softmax(f(x)).  GEDI trains both at once: a generative term
-(contrastive divergence against SGLD negatives) plus two self-supervised terms
-(view invariance and a uniform prior over clusters).  There are no
-stop-gradients and no momentum encoder anywhere.
+One backbone f maps x to C cluster logits.  The same logits define an energy-based
+model and a cluster posterior; with a temperature T (1 in the paper) both use it:
+
+    E(x)   = -T * logsumexp_y (f(x)_y / T)
+    p(y|x) = softmax_y (f(x)_y / T)
+
+i.e. both come from the one joint model p(x, y) proportional to exp(f(x)_y / T), whose
+marginal exp(-E(x) / T) the sampler's exp(-E(x)) tempers by T (at T = 1: that model).
+GEDI trains both at once: a generative term (contrastive divergence against SGLD
+negatives) plus two self-supervised terms (view invariance and a uniform prior over
+clusters).  There are no stop-gradients and no momentum encoder anywhere.
+`gedi_objective(..., energy_temperature=1.0)` with another `temperature` decouples the
+two (T only in the posterior): a deviation from the paper, kept as an option.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import torch.nn.functional as F
 __all__ = [
     "GediWeights",
     "energy",
+    "scaled_logits",
     "contrastive_divergence",
     "invariance",
     "uniform_prior",
@@ -27,9 +35,25 @@ __all__ = [
 ]
 
 
-def energy(logits: Tensor) -> Tensor:
-    """E(x) = -logsumexp_y f(x)_y over the last dimension; shape [B]."""
-    return -torch.logsumexp(logits, dim=-1)
+def _check_temperature(temperature: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+
+
+def scaled_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """f(x) / T, the logits of the cluster posterior p(y|x) = softmax(f(x) / T); `logits`
+    itself at T = 1."""
+    _check_temperature(temperature)
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """E(x) = -T * logsumexp_y (f(x)_y / T) over the last dimension; shape [B].
+
+    T = 1 (the default, GEDI's) gives -logsumexp f(x); T -> 0 tends to -max_y f(x)_y.
+    """
+    energies = -torch.logsumexp(scaled_logits(logits, temperature), dim=-1)
+    return energies if temperature == 1.0 else temperature * energies
 
 
 def contrastive_divergence(
@@ -128,15 +152,29 @@ def gedi_objective(
     logits_view_a: Tensor | None,
     logits_view_b: Tensor | None,
     weights: GediWeights | None = None,
+    temperature: float = 1.0,
+    energy_temperature: float | None = None,
 ) -> dict[str, Tensor]:
-    """Weighted GEDI terms and their sum.
+    """Weighted GEDI terms and their sum, from the raw logits f(x) of data, negatives
+    and two views.
+
+    `temperature` T: the posterior softmax(f / T) of the invariance and prior terms and
+    the energy -T logsumexp(f / T) of the generative term.  `energy_temperature`, when
+    given, replaces T in the energy only (1.0: the pre-#13 "posterior" scope).
 
     Returns {"generative", "invariance", "prior", "total"}.  A term whose weight
     is 0 is not computed (its inputs may be None) and is reported as a constant
     zero so that logs keep the same keys across ablations.
     """
     weights = GediWeights() if weights is None else weights
+    _check_temperature(temperature)
+    energy_temperature = temperature if energy_temperature is None else energy_temperature
+    _check_temperature(energy_temperature)
     inputs = (logits_data, logits_negative, logits_view_a, logits_view_b)
+    # The posterior's logits f / T, shared by the invariance and prior terms.
+    posterior_a, posterior_b = (
+        None if v is None else scaled_logits(v, temperature) for v in (logits_view_a, logits_view_b)
+    )
     reference = next((t for t in inputs if t is not None), None)
     if reference is None:
         raise ValueError("gedi_objective: all logits are None")
@@ -149,7 +187,9 @@ def gedi_objective(
         data = _require(logits_data, "logits_data", "generative")
         negative = _require(logits_negative, "logits_negative", "generative")
         cd = contrastive_divergence(
-            energy(data), energy(negative), magnitude_weight=weights.energy_magnitude
+            energy(data, energy_temperature),
+            energy(negative, energy_temperature),
+            magnitude_weight=weights.energy_magnitude,
         )
         terms["generative"] = weights.generative * cd
         computed.append(terms["generative"])
@@ -157,8 +197,8 @@ def gedi_objective(
         terms["generative"] = zero
 
     if weights.invariance > 0:
-        view_a = _require(logits_view_a, "logits_view_a", "invariance")
-        view_b = _require(logits_view_b, "logits_view_b", "invariance")
+        view_a = _require(posterior_a, "logits_view_a", "invariance")
+        view_b = _require(posterior_b, "logits_view_b", "invariance")
         terms["invariance"] = weights.invariance * invariance(view_a, view_b)
         computed.append(terms["invariance"])
     else:
@@ -167,7 +207,7 @@ def gedi_objective(
     if weights.prior > 0:
         # The prior sees whichever views exist, so it can be used without the
         # invariance term (e.g. with a single view).
-        views = [v for v in (logits_view_a, logits_view_b) if v is not None]
+        views = [v for v in (posterior_a, posterior_b) if v is not None]
         if not views:
             raise ValueError(
                 "gedi_objective: the prior term has a non-zero weight but both views are None"
