@@ -59,6 +59,7 @@ class Run:
     resume: bool
     device: torch.device
     dist: distributed.DistState
+    tracker: Tracker | None = None  # metrics.jsonl and TensorBoard, on rank 0
 
     @property
     def is_main(self) -> bool:
@@ -109,7 +110,7 @@ def open_run(config: TaskConfig, run_dir: Path, kind: str, resume: bool = False,
     process group under torchrun, seed torch; yields the `Run`."""
     run_dir = Path(run_dir if run_dir is not None else Path("runs") / config.name)
     dist = distributed.setup(select_device(device or config.train.device))
-    lock = RunLock(run_dir)
+    lock, tracker = RunLock(run_dir), None
     try:
         if config.train.num_threads:
             torch.set_num_threads(config.train.num_threads)
@@ -121,8 +122,12 @@ def open_run(config: TaskConfig, run_dir: Path, kind: str, resume: bool = False,
             start_run_dir(run_dir, config, kind, resume)
         distributed.barrier(dist)
         torch.manual_seed(config.train.seed)
-        yield Run(config, run_dir, kind, resume, dist.device, dist)
+        if dist.is_main:
+            tracker = Tracker(run_dir, config.train.tensorboard, config.source)
+        yield Run(config, run_dir, kind, resume, dist.device, dist, tracker)
     finally:
+        if tracker is not None:
+            tracker.close()
         lock.release()
         distributed.teardown(dist)
 
@@ -224,7 +229,7 @@ def fit(run: Run, job: Job) -> dict:
     steps = steps_per_epoch(shard_size, batch_size)
     scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)
     guard = NonFiniteGuard(run, job.recover)
-    tracker = Tracker(run_dir, config.train.tensorboard, config.source) if run.is_main else None
+    tracker = run.tracker
     start_epoch, seconds, best = 0, [], None
     checkpoint = load_checkpoint(run_dir, map_location=run.device) if run.resume else None
     if checkpoint is not None:
@@ -312,7 +317,6 @@ def fit(run: Run, job: Job) -> dict:
         if config.train.keep_best:
             final.update(_best_summary(read_metrics(run_dir), job.selection_metric))
         write_json(run_dir / FINAL, final)
-        tracker.close()
     distributed.barrier(dist)
     return final
 

@@ -1,6 +1,10 @@
+import itertools
+import math
+
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from sklearn import metrics as skm
 
 from nesy_gedi.data.toy import make_toy
@@ -59,6 +63,64 @@ def test_cluster_accuracy_num_classes_and_validation():
         cluster_accuracy([0, -1], [0, 1])
 
 
+def _brute_force_accuracy(true: np.ndarray, pred: np.ndarray, n_clusters: int, n_classes: int) -> float:
+    """The best one-to-one matching of clusters to classes, by trying every injective map."""
+    best = 0
+    small, large = min(n_clusters, n_classes), max(n_clusters, n_classes)
+    for chosen in itertools.permutations(range(large), small):
+        if n_clusters <= n_classes:  # cluster k -> class chosen[k]
+            right = sum(int(np.sum((pred == k) & (true == c))) for k, c in enumerate(chosen))
+        else:  # class c -> cluster chosen[c]
+            right = sum(int(np.sum((pred == k) & (true == c))) for c, k in enumerate(chosen))
+        best = max(best, right)
+    return best / true.size
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("n_clusters", [4, 5, 3])
+def test_cluster_accuracy_equals_brute_force_over_all_matchings(seed, n_clusters):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, 4, size=40)
+    # partly informative clusters, so that the best matching is not the identity
+    pred = np.where(rng.random(40) < 0.5, rng.permutation(n_clusters)[true % n_clusters],
+                    rng.integers(0, n_clusters, size=40))
+    pred[:n_clusters] = np.arange(n_clusters)  # every cluster used
+    accuracy, mapping = cluster_accuracy(true, pred, num_classes=4)
+    assert accuracy == pytest.approx(_brute_force_accuracy(true, pred, n_clusters, 4), abs=1e-12)
+    # The mapping is one-to-one, matches min(clusters, classes) of the clusters in use (with fewer
+    # clusters than classes it also names unused cluster ids, which hold no sample), and achieves
+    # the accuracy it reports.
+    assert len(set(mapping.values())) == len(mapping) == 4
+    assert len(set(mapping) & set(pred.tolist())) == min(n_clusters, 4)
+    assert accuracy == pytest.approx(sum(int(np.sum((pred == k) & (true == c))) for k, c in mapping.items()) / 40)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def test_nmi_and_ari_hand_values():
+    true = [0, 0, 0, 1, 1, 1]
+    pred = [1, 1, 0, 0, 0, 0]
+    # Contingency [[1, 2], [3, 0]] (rows: class, columns: cluster): I = H(class) + H(cluster) - H(joint),
+    # NMI = 2 I / (H(class) + H(cluster)) (arithmetic normalisation).
+    h_true, h_pred, h_joint = _entropy(np.array([3, 3])), _entropy(np.array([4, 2])), _entropy(np.array([1, 2, 3]))
+    assert nmi(true, pred) == pytest.approx(2 * (h_true + h_pred - h_joint) / (h_true + h_pred), abs=1e-12)
+    # ARI: sum C(n_ij, 2) = 1 + 3 = 4, rows 3 + 3 = 6, columns C(4, 2) + C(2, 2) = 7, C(6, 2) = 15:
+    # (4 - 6 * 7 / 15) / ((6 + 7) / 2 - 6 * 7 / 15) = 12 / 37
+    assert ari(true, pred) == pytest.approx(12 / 37, abs=1e-12)
+    # Independent labellings: NMI 0; ARI below 0 (worse than chance: (0 - 2 * 2 / 6) / (2 - 2 * 2 / 6) = -1/2)
+    assert nmi([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0, abs=1e-12)
+    assert ari([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5, abs=1e-12)
+    # A single cluster carries no information.
+    assert nmi([0, 1, 2, 0], [3, 3, 3, 3]) == pytest.approx(0.0, abs=1e-12)
+    assert ari([0, 1, 2, 0], [3, 3, 3, 3]) == pytest.approx(0.0, abs=1e-12)
+    # Splitting each class in two: I = H(class) = log 2, H(cluster) = log 4 -> NMI = 2 log 2 / (log 2 + log 4) = 2/3
+    assert nmi([0, 0, 1, 1], [0, 1, 2, 3]) == pytest.approx(2 / 3, abs=1e-12)
+    assert math.isclose(nmi([5, 5, 7, 7], [1, 1, 0, 0]), 1.0)
+
+
 def test_nmi_ari_match_sklearn_on_random_case():
     rng = np.random.default_rng(1)
     true = rng.integers(0, 4, size=300)
@@ -75,6 +137,23 @@ def test_auroc():
     assert auroc([1.0, 1.0], [1.0, 1.0]) == 0.5
     # One of 2 x 2 pairs misordered.
     assert auroc([1.0, 3.0], [2.0, 0.0]) == pytest.approx(0.75)
+    # Pairs (in, out): 3 > 1, 3 > 2, 3 = 3 (1/2), 2 > 1, 2 = 2 (1/2), 2 < 3 -> 4 / 6
+    assert auroc([3.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(4 / 6, abs=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        auroc([0.0, float("nan")], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        auroc([], [1.0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auroc_is_the_mann_whitney_probability_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    scores_in = rng.integers(0, 6, size=23).astype(float)  # few distinct values: many ties
+    scores_out = rng.integers(-2, 4, size=17).astype(float)
+    pairs = (scores_in[:, None] > scores_out[None, :]).sum() + 0.5 * (scores_in[:, None] == scores_out[None, :]).sum()
+    assert auroc(scores_in, scores_out) == pytest.approx(pairs / (23 * 17), abs=1e-12)
+    u = stats.mannwhitneyu(scores_in, scores_out).statistic
+    assert auroc(scores_in, scores_out) == pytest.approx(u / (23 * 17), abs=1e-12)
 
 
 def test_confusion_matrix_and_macro_f1():
