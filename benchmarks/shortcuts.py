@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -192,6 +194,29 @@ def markdown(rows: list) -> str:
     return "\n".join(lines)
 
 
+def label_efficiency_plot(rows: list, path: Path) -> Path | None:
+    """Concept accuracy (mean ± std over seeds) against K labelled images per concept value,
+    one line per task and mode; None when every row has the same K."""
+    if len({row.get("concept_labels", 0) for row in rows}) < 2:
+        return None
+    figure = Figure(figsize=(5.5, 3.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for key in dict.fromkeys((row["task"], row["mode"], row.get("variant", "")) for row in rows):
+        line = sorted((row["concept_labels"], row["concept_accuracy"]) for row in rows
+                      if (row["task"], row["mode"], row.get("variant", "")) == key and row["concept_accuracy"])
+        ks = [max(k, 0.5) for k, _ in line]  # K = 0 drawn at 0.5 on the log axis
+        axes.errorbar(ks, [100 * a["mean"] for _, a in line], yerr=[100 * a["std"] for _, a in line],
+                      marker="o", capsize=3, label=" ".join(filter(None, key)))
+    axes.set_xscale("log")
+    axes.set_xlabel("labelled images per concept value (K)")
+    axes.set_ylabel("test concept accuracy, %")
+    axes.axhline(95, color="0.7", linestyle=":")
+    axes.legend(fontsize=7)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     tasks = [task_file(name) for name in args.tasks]
@@ -235,6 +260,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    plot = label_efficiency_plot(rows, out.with_name(out.stem + "_label_efficiency.png"))
+    if plot is not None:
+        result["figure"] = plot.name
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(markdown(rows))
