@@ -40,10 +40,12 @@ sys.path.insert(0, str(REPO))
 from nesy_gedi.config import SELF_SUPERVISED_METHODS, load_config  # noqa: E402
 from nesy_gedi.data.augment import build_augment  # noqa: E402
 from nesy_gedi.objectives import invariance  # noqa: E402
-from nesy_gedi.pretrain import build_model, load_pretrain_data, load_pretrained_backbone, pretrain  # noqa: E402
+from nesy_gedi.builders import build_model, load_pretrained_backbone  # noqa: E402
+from nesy_gedi.data.unlabeled import load_pretrain_data  # noqa: E402
+from nesy_gedi.pretrain import pretrain  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from common import mean_std, render_table  # noqa: E402
+from common import machine_info, mean_std, render_table  # noqa: E402
 
 METHODS = ("jem", "no-gen", "gedi")
 DATASETS = ("moons", "circles")
@@ -206,6 +208,7 @@ def main(argv=None) -> dict:
         "figures": figures,
         "total_seconds": time.perf_counter() - started,
         "torch": torch.__version__,
+        "machine": machine_info(args.device),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
