@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     count_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     count_parser.add_argument("--per-position", action="store_true",
                               help="one concept map per position instead of one shared map")
+    count_parser.add_argument("--permutations-only", action="store_true",
+                              help="print only the permutation shortcuts (what is left once the clusters are "
+                                   "right) and the labels that exclude them (--json always has both)")
     count_parser.add_argument("--json", action="store_true")
     return parser
 
@@ -131,16 +134,13 @@ def command_diagnose(args) -> int:
 
 
 def command_count_shortcuts(args) -> int:
-    from .shortcuts import count_shortcuts_for_task
+    from .diagnose import count_shortcuts_for_task, format_shortcut_count
 
     result = count_shortcuts_for_task(args.task, args.overrides, per_position=args.per_position)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"concept maps that keep every training label: {result['concept_maps']}")
-        print(f"reasoning shortcuts (maps other than the identity): {result['shortcuts']}")
-        print(f"shortcuts that permute the concept values: {result['permutation_shortcuts']} "
-              f"(balanced clusters cannot rule these out; concept supervision can)")
+        print(format_shortcut_count(result, permutations_only=args.permutations_only))
     return 0
 
 

@@ -17,12 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from .builders import build_circuit
 from .circuit import KnowledgeCircuit
+from .config import TaskConfig, load_config
+from .data.tasks import allowed_support
 from .errors import NesyError
+from .evaluate import load_run, predict_split
 from .metrics import cluster_accuracy, confusion_matrix, macro_f1
 from .objectives.entropy import normalised_entropy
-from .shortcuts import concept_label_classes, count_shortcuts, is_identity, preserves_labels
+from .runs import CONFIG, load_run_config, write_json
+from .shortcuts import (MAX_LISTED_MAPS, concept_label_classes, count_shortcuts, is_identity,
+                        preserves_labels)
 
 DIAGNOSIS = "diagnosis.json"
 REPORT = "report.md"
@@ -32,7 +40,87 @@ MAX_REPORTED_MAPS = 40
 DIAGNOSE_MAX_CONCEPT_SPACE = 20_000
 
 __all__ = ["diagnose_run", "diagnose_predictions", "learned_concept_map", "save_confusion_heatmap",
+           "task_support", "count_shortcuts_for_task", "format_shortcut_count", "name_shortcut",
            "DIAGNOSIS", "REPORT"]
+
+
+# ----------------------------------------------------------------------------- a task's shortcuts
+def task_support(config: TaskConfig, circuit: KnowledgeCircuit) -> np.ndarray | None:
+    """The task's training support as value tuples, or None for every consistent concept tuple."""
+    if config.data.train_support is None:
+        return None
+    return allowed_support(config.data.train_support, circuit, config.source)
+
+
+def count_shortcuts_for_task(task_path, overrides: list | None = None, per_position: bool = False,
+                             suggest: bool = True, list_limit: int = MAX_LISTED_MAPS) -> dict:
+    """`nesy-gedi count-shortcuts TASK`: count_shortcuts for a task file's logic and training
+    support, with the task's name, logic file, parameters and support in front."""
+    config = load_config(task_path, overrides)
+    if config.logic is None:
+        raise NesyError("this task has no logic section: reasoning shortcuts are counted for tasks "
+                        "trained with a logic file", config.source)
+    circuit = build_circuit(config)
+    result = {"task": config.name, "logic": config.logic.file, "params": dict(config.logic.params),
+              "support": "data.train_support" if config.data.train_support is not None
+              else "every concept tuple consistent with the knowledge"}
+    result.update(count_shortcuts(circuit, task_support(config, circuit), per_position, list_limit=list_limit,
+                                  suggest=suggest))
+    return result
+
+
+def _values(values: list) -> str:
+    return " ".join(map(str, values)) if values else "none"
+
+
+def _suggestion_lines(suggestion: dict, what: str) -> list:
+    values = suggestion["values"]
+    left = suggestion["shortcuts_left_by_budget"]
+    if left[0] == 0:
+        return [f"labels needed to exclude the {what}s: none (there are none)"]
+    proof = "" if suggestion["exact"] else " (greedy: the exact search was cut short, smaller sets may exist)"
+    lines = [f"labels that exclude every {what}: one labelled image of each of {_values(values)} "
+             f"({len(values)} value{'s' if len(values) != 1 else ''}){proof}"]
+    budgets = ", ".join(f"{k}: {n}" + (f" ({_values(best)})" if k else "")
+                        for k, (n, best) in enumerate(zip(left, suggestion["sets_by_budget"])))
+    lines.append(f"  {what}s left with k labelled values (best values): {budgets}")
+    return lines
+
+
+def format_shortcut_count(result: dict, permutations_only: bool = False) -> str:
+    """The text `count-shortcuts` prints for a count_shortcuts(_for_task) result; with
+    `permutations_only`, only the permutation shortcuts and the labels that exclude them."""
+    lines = []
+    if not permutations_only:
+        lines += [f"concept maps that keep every training label: {result['concept_maps']}",
+                  f"reasoning shortcuts (maps other than the identity): {result['shortcuts']}"]
+    lines.append(f"shortcuts that permute the concept values: {result['permutation_shortcuts']} "
+                 f"(balanced clusters cannot rule these out; concept supervision can)")
+    if not permutations_only and "suggested_labels" in result:
+        lines += _suggestion_lines(result["suggested_labels"], "shortcut")
+    if "permutation_suggested_labels" in result:
+        lines += _suggestion_lines(result["permutation_suggested_labels"], "permutation shortcut")
+    if result.get("per_position") and ("suggested_labels" in result or "permutation_suggested_labels" in result):
+        lines.append("  (per-position maps: a labelled image of value v pins v at every position)")
+    return "\n".join(lines)
+
+
+def name_shortcut(domain: list, learned_map: list, count: dict) -> dict:
+    """A learned shortcut by name ("0->5 1->6 ...", the values it moves) and the labels that
+    would have excluded it: one labelled image of ANY value it moves excludes this map; the
+    task's suggested set (count["suggested_labels"]) excludes every shortcut, so the map
+    moves at least one of its values (`suggested_labels_moved`)."""
+    moved = [v for v, m in zip(domain, learned_map) if m != v]
+    named = {"map": " ".join(f"{v}->{m}" for v, m in zip(domain, learned_map) if m != v),
+             "moved_values": moved}
+    for key in ("suggested_labels", "permutation_suggested_labels"):
+        if key == "permutation_suggested_labels" and sorted(learned_map) != sorted(domain):
+            continue
+        if key in count:
+            values = count[key]["values"]
+            named[key] = values
+            named[f"{key}_moved"] = [v for v in values if v in moved]
+    return named
 
 
 # ----------------------------------------------------------------------------- metrics of one split
@@ -107,9 +195,6 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
 # ----------------------------------------------------------------------------- figures and report
 def save_confusion_heatmap(matrix, values: list, path: Path, title: str) -> Path:
     """A row-normalised confusion matrix as a heatmap, true values down, predictions across."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     matrix = np.asarray(matrix, dtype=float)
     size = len(values)
     figure = Figure(figsize=(1.2 + 0.5 * size, 1.0 + 0.5 * size))
@@ -156,11 +241,30 @@ def _report(diagnosis: dict, values: list) -> str:
                   f"training label (shared map), i.e. **{count['shortcuts']}** reasoning shortcut(s); "
                   f"{count['permutation_shortcuts']} of them permute the concept values (a balanced "
                   f"clustering cannot rule those out).", ""]
+        for key, what in (("suggested_labels", "shortcut"), ("permutation_suggested_labels", "permutation shortcut")):
+            suggestion = count.get(key)
+            if suggestion and suggestion["values"]:
+                left = ", ".join(f"{k}: {n}" for k, n in enumerate(suggestion["shortcuts_left_by_budget"]))
+                lines += [f"One labelled image of each of the values **{_values(suggestion['values'])}** excludes "
+                          f"every {what} (the smallest such set{'' if suggestion['exact'] else ', greedy'}; "
+                          f"{what}s left with k labelled values: {left}).", ""]
     verdict = ("**a reasoning shortcut**" if diagnosis["concept_map_is_shortcut"] else
                "the identity (the true concepts)" if diagnosis["concept_map_is_identity"] else
                "not checked against the knowledge" if diagnosis["concept_map_preserves_labels"] is None else
                "not a label-preserving map (neither the concepts nor a shortcut)")
     lines += [f"The learned concept map (most frequent prediction per true value, ID test) is {verdict}.", ""]
+    named = diagnosis.get("learned_shortcut")
+    if named:
+        lines += [f"The learned shortcut is `{named['map']}` (values not listed map to themselves). One labelled "
+                  f"image of any value it moves ({_values(named['moved_values'])}) would have excluded this map."]
+        if "suggested_labels" in named:
+            lines.append(f"The task's suggested labels {_values(named['suggested_labels'])} exclude every "
+                         f"shortcut; this map moves {_values(named['suggested_labels_moved'])} of them.")
+        if "permutation_suggested_labels" in named:
+            lines.append(f"It permutes the values: the labels {_values(named['permutation_suggested_labels'])} "
+                         f"exclude every permutation shortcut; this map moves "
+                         f"{_values(named['permutation_suggested_labels_moved'])} of them.")
+        lines.append("")
 
     metrics = ["examples", "label_accuracy", "concept_accuracy", "concept_macro_f1", "matched_concept_accuracy",
                "concept_collapse", "mean_normalised_concept_entropy"]
@@ -200,22 +304,13 @@ def _report(diagnosis: dict, values: list) -> str:
 
 
 # ----------------------------------------------------------------------------- the command
-def _check_run_dir(run_dir: Path):
-    import yaml
-
-    from .config import config_from_dict
-    from .runs import CONFIG
-
+def _check_run_dir(run_dir: Path) -> TaskConfig:
     if not run_dir.is_dir():
         raise NesyError("run directory not found", str(run_dir))
-    config_path = run_dir / CONFIG
-    if not config_path.exists():
+    if not (run_dir / CONFIG).exists():
         raise NesyError(f"not a run directory (no {CONFIG}); diagnose needs the directory of a `train` run",
                         str(run_dir))
-    try:
-        config = config_from_dict(yaml.safe_load(config_path.read_text()) or {}, str(config_path))
-    except yaml.YAMLError:
-        raise NesyError("the run's config is not valid YAML", str(config_path)) from None
+    config = load_run_config(run_dir)
     if config.logic is None:
         raise NesyError("this is not a `train` run (its task has no logic section, e.g. a `pretrain` run); "
                         "diagnose needs a run trained with the semantic loss", str(run_dir))
@@ -224,10 +319,6 @@ def _check_run_dir(run_dir: Path):
 
 def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> dict:
     """Diagnose a `train` run's checkpoint on its test splits; writes diagnosis.json, report.md, PNGs."""
-    from .evaluate import load_run, predict_split
-    from .runs import write_json
-    from .shortcuts import task_support
-
     run_dir = Path(run_dir)
     stored = _check_run_dir(run_dir)
     if stored.train.num_threads:
@@ -267,6 +358,9 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
         diagnosis[key] = test[key]
     diagnosis["learned_concept_map"] = [row["predicted"] if row["predicted"] is not None else row["true"]
                                         for row in test["concept_map"]]
+    diagnosis["learned_shortcut"] = (name_shortcut(values, diagnosis["learned_concept_map"], count)
+                                     if diagnosis["concept_map_is_shortcut"] else None)
+    diagnosis["suggested_labels"] = count.get("suggested_labels")
     diagnosis["shortcuts"] = count["shortcuts"]
     diagnosis["concept_maps"] = count["concept_maps"]
     diagnosis["permutation_shortcuts"] = count["permutation_shortcuts"]
@@ -302,4 +396,13 @@ def _print_summary(diagnosis: dict, run_dir: Path) -> None:
                 "the identity" if diagnosis["concept_map_is_identity"] else
                 "not checked" if diagnosis["concept_map_preserves_labels"] is None else "not label-preserving")
     print(f"  that map is              {shortcut}; the task has {_number(diagnosis['shortcuts'])} shortcut(s)")
+    named = diagnosis.get("learned_shortcut")
+    if named:
+        print(f"  learned shortcut         {named['map']}  (a label of any moved value excludes it)")
+        if "suggested_labels" in named:
+            print(f"  suggested labels         {_values(named['suggested_labels'])} exclude every shortcut; "
+                  f"this map moves {_values(named['suggested_labels_moved'])}")
+    elif diagnosis.get("suggested_labels") and diagnosis["suggested_labels"]["values"]:
+        print(f"  suggested labels         {_values(diagnosis['suggested_labels']['values'])} "
+              f"exclude every shortcut of the task")
     print(f"  report: {run_dir / REPORT}")

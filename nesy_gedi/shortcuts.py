@@ -15,9 +15,15 @@ rows are all consistent concept tuples c with labels(c) == labels(g). The labels
 concept tuples are computed once with the task's circuit (`deduce_labels`), so the
 concept space must stay small (MAX_CONCEPT_SPACE tuples). The compiled SDD's exact model
 count is the number of maps.
+
+The same SDD answers which concept labels would remove the shortcuts (`suggest_labels`): a
+labelled image of value v pins alpha(v) = v; conjoining the pins of a value set and
+model-counting gives the maps left, and a search over value sets finds the smallest set
+that leaves only the identity, exactly.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Mapping
@@ -26,21 +32,26 @@ import numpy as np
 import torch
 
 from .circuit import KnowledgeCircuit
+from .compiler import compile_knowledge_uncached, exact_model_count
 from .errors import NesyError
 from .logic.ground import Constraint, Knowledge, Variable
 
 MAX_CONCEPT_SPACE = 1_000_000
 MAX_LISTED_MAPS = 1000
+# Value sets model-counted at most by the exact search for suggested labels (10 values: 1023 sets).
+MAX_LABEL_SUBSETS = 100_000
 
 __all__ = [
     "MAX_CONCEPT_SPACE",
     "MAX_LISTED_MAPS",
+    "MAX_LABEL_SUBSETS",
     "concept_label_classes",
     "support_positions",
     "shortcut_knowledge",
     "count_shortcuts",
-    "count_shortcuts_for_task",
-    "task_support",
+    "suggest_labels",
+    "with_permutations_only",
+    "restrict_to_permutations",
     "preserves_labels",
     "is_shortcut_map",
     "map_positions",
@@ -185,6 +196,15 @@ def shortcut_knowledge(circuit: KnowledgeCircuit, support: np.ndarray | None = N
     return knowledge, len(positions)
 
 
+def _permutation_groups(knowledge: Knowledge) -> list:
+    """The map variables that must take distinct values for the map to permute: one group per
+    concept position (per_position) or a single group (shared map)."""
+    groups: dict = {}
+    for variable in knowledge.variables:
+        groups.setdefault((variable.index[:-1], variable.domain), []).append(variable)
+    return list(groups.values())
+
+
 def with_permutations_only(knowledge: Knowledge) -> Knowledge:
     """The map knowledge restricted to maps that permute each concept domain.
 
@@ -193,31 +213,53 @@ def with_permutations_only(knowledge: Knowledge) -> Knowledge:
     the label-preserving permutations are the shortcuts that only concept supervision (or
     an asymmetric support) can exclude. A map of a finite domain onto itself is a
     permutation exactly when it is injective, so one "differs" table per pair of map
-    variables over the same domain and position suffices.
+    variables over the same domain and position suffices. (count_shortcuts does not
+    compile this knowledge: it conjoins the same pairs onto the compiled map SDD, see
+    `restrict_to_permutations`, which stays as small as the label-preserving maps allow.)
     """
-    groups: dict = {}
-    for variable in knowledge.variables:
-        groups.setdefault((variable.index[:-1], variable.domain), []).append(variable.id)
     constraints = list(knowledge.constraints)
-    for (_, domain), ids in groups.items():
-        size = len(domain)
+    for variables in _permutation_groups(knowledge):
+        size = len(variables[0].domain)
         differs = np.array([(i, j) for i in range(size) for j in range(size) if i != j], dtype=np.int32)
-        for index, first in enumerate(ids):
-            for second in ids[index + 1:]:
-                names = (knowledge.variables[first].name, knowledge.variables[second].name)
-                constraints.append(Constraint(0, f"{names[0]} != {names[1]}", (first, second), differs))
+        for index, first in enumerate(variables):
+            for second in variables[index + 1:]:
+                constraints.append(Constraint(0, f"{first.name} != {second.name}", (first.id, second.id), differs))
     return Knowledge(knowledge.path, knowledge.params, list(knowledge.variables), constraints)
+
+
+def restrict_to_permutations(manager, root, knowledge: Knowledge, literal_of: dict):
+    """The compiled map SDD `root` conjoined with "alpha[u] != alpha[w]" for every pair of map
+    variables of one position: the label-preserving maps that permute the concept values.
+
+    Conjoined onto the compiled knowledge (whose maps are few) rather than compiled with it:
+    on their own the pairwise constraints are all the permutations (10! of 10 values), an
+    SDD far larger than their conjunction with the labels."""
+    for variables in _permutation_groups(knowledge):
+        for index, first in enumerate(variables):
+            for second in variables[index + 1:]:
+                for position in range(len(first.domain)):
+                    both = manager.conjoin(manager.literal(literal_of[(first.id, position)]),
+                                           manager.literal(literal_of[(second.id, position)]))
+                    root = manager.conjoin(root, manager.negate(both))
+                    if root.is_false():
+                        return root
+    return root
 
 
 # ----------------------------------------------------------------------------- counting
 def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None, per_position: bool = False,
                     list_limit: int = MAX_LISTED_MAPS, max_concept_space: int | None = None,
-                    classes: np.ndarray | None = None) -> dict:
+                    classes: np.ndarray | None = None, suggest: bool = True,
+                    max_label_subsets: int = MAX_LABEL_SUBSETS) -> dict:
     """Count the concept maps that keep every training label; shortcuts = maps - 1 (the identity).
 
     Also counts the label-preserving maps that permute the concept values
     (`permutation_maps`, see `with_permutations_only`): the shortcuts left over once the
     clusters are balanced and sharp, which no clustering prior can tell from the truth.
+
+    With `suggest` (default) the result also says which concept labels would remove the
+    shortcuts (`suggested_labels`, and `permutation_suggested_labels` for the permutation
+    shortcuts only): see `suggest_labels`.
 
     `support`: allowed ground-truth concept tuples as values [S, P]; None means every concept
     tuple consistent with the knowledge. With at most `list_limit` maps they are listed:
@@ -225,8 +267,6 @@ def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None
     Concept spaces above `max_concept_space` (default MAX_CONCEPT_SPACE) raise NesyError;
     `classes` (from concept_label_classes) saves recomputing the labels of every concept tuple.
     """
-    from .compiler import compile_knowledge_uncached
-
     started = time.perf_counter()
     if classes is None:
         classes, _ = concept_label_classes(circuit, max_concept_space)
@@ -234,7 +274,8 @@ def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None
     if support_size == 0:
         raise NesyError("no tuple of the training support is consistent with the knowledge")
     manager, root, literal_of, _, model_count = compile_knowledge_uncached(knowledge, "blocks")
-    permutation_count = compile_knowledge_uncached(with_permutations_only(knowledge), "blocks")[4]
+    permutation_root = restrict_to_permutations(manager, root, knowledge, literal_of)
+    permutation_count = exact_model_count(manager, permutation_root)
     result = {
         "concept_maps": int(model_count),
         "shortcuts": int(model_count) - 1,
@@ -245,11 +286,141 @@ def count_shortcuts(circuit: KnowledgeCircuit, support: np.ndarray | None = None
         "concept_space": _concept_space_size(circuit),
         "constraints": len(knowledge.constraints),
         "sdd_size": root.size(),
-        "seconds": round(time.perf_counter() - started, 4),
     }
+    if suggest:
+        pins = _value_pins(knowledge, literal_of)
+        result["suggested_labels"] = _suggest(manager, root, pins, max_label_subsets, int(model_count))
+        result["permutation_suggested_labels"] = _suggest(manager, permutation_root, pins, max_label_subsets,
+                                                          int(permutation_count))
+    result["seconds"] = round(time.perf_counter() - started, 4)
     if model_count <= list_limit:
         result["maps"] = _list_maps(manager, root, literal_of, knowledge, circuit, per_position)
     return result
+
+
+# ----------------------------------------------------------------------------- which labels remove them
+def suggest_labels(circuit: KnowledgeCircuit, support: np.ndarray | None = None, per_position: bool = False,
+                   permutations_only: bool = False, classes: np.ndarray | None = None,
+                   max_subsets: int = MAX_LABEL_SUBSETS) -> dict:
+    """The smallest set of concept values whose labels exclude every reasoning shortcut.
+
+    A concept label of value v (one labelled image of class v) pins alpha(v) = v. A set S
+    of values therefore excludes every shortcut iff no label-preserving map other than the
+    identity fixes every value of S. With `per_position` maps a labelled image of value v
+    pins alpha_p(v) = v at EVERY position p (the backbone that reads it is shared by all
+    positions, so its label says what the network must answer for that image wherever it
+    is shown). `permutations_only` asks the same for the permutation shortcuts (what is
+    left once the clusters are right).
+
+    Exact: the compiled map SDD is conjoined with the pins of S and model-counted. The
+    values that some shortcut moves are the only useful ones; a greedy pass (add the value
+    that leaves the fewest shortcuts) gives an upper bound U, then every subset of those
+    values of size 1, 2, ... is checked until a size with no shortcut left (at most U),
+    which proves minimality. Returns
+        values: the lexicographically first smallest set (sorted),
+        shortcuts_left_by_budget: [n0, n1, ..., 0], n_k = the fewest shortcuts any k labels
+            leave (n0 = the shortcut count; the last entry, at k = len(values), is 0),
+        sets_by_budget: for each k, the lexicographically first k values that achieve n_k,
+        movable_values: the values that some shortcut moves,
+        greedy_values: the greedy set (the upper bound),
+        exact: False only when checking every subset of a size would exceed `max_subsets`
+            subsets; then the best set of the last size checked is extended greedily, and
+            `values` and the budgets past `exhausted_up_to` come from that chain (upper bounds),
+        exhausted_up_to: the largest size whose subsets were all checked,
+        subsets_checked: how many value sets were model-counted.
+    """
+    if classes is None:
+        classes, _ = concept_label_classes(circuit)
+    knowledge, support_size = shortcut_knowledge(circuit, support, per_position, classes)
+    if support_size == 0:
+        raise NesyError("no tuple of the training support is consistent with the knowledge")
+    manager, root, literal_of, _, model_count = compile_knowledge_uncached(knowledge, "blocks")
+    if permutations_only:
+        root = restrict_to_permutations(manager, root, knowledge, literal_of)
+        model_count = exact_model_count(manager, root)
+    return _suggest(manager, root, _value_pins(knowledge, literal_of), max_subsets, int(model_count))
+
+
+def _value_pins(knowledge: Knowledge, literal_of: dict) -> dict:
+    """Concept value v -> the literals a label of v sets true: alpha[v] = v (or alpha[p][v] = v at every p)."""
+    pins: dict = {}
+    for variable in knowledge.variables:
+        value = variable.index[-1]
+        pins.setdefault(value, []).append(literal_of[(variable.id, variable.domain.index(value))])
+    return dict(sorted(pins.items()))
+
+
+def _suggest(manager, root, pins: dict, max_subsets: int, total: int | None = None) -> dict:
+    if total is None:
+        total = exact_model_count(manager, root)
+    # Every count below is at most `total`: PySDD's own (64-bit, C) counter is exact below 2**63
+    # and over a hundred times faster than exact_model_count's Python walk.
+    count = manager.global_model_count if total < 2**62 else (lambda node: exact_model_count(manager, node))
+    counts: dict = {(): (root, total)}  # sorted tuple of values -> (SDD of the maps fixing them, their number)
+
+    def maps_fixing(values: tuple) -> int:
+        if values not in counts:
+            maps_fixing(values[:-1])
+            node = counts[values[:-1]][0]
+            for literal in pins[values[-1]]:
+                node = manager.conjoin(node, manager.literal(literal))
+            counts[values] = (node, int(count(node)))
+        return counts[values][1]
+
+    everything = maps_fixing(())
+    movable = [v for v in pins if maps_fixing((v,)) < everything]
+
+    # Greedy upper bound: each step adds the value leaving the fewest maps (ties: the smallest value).
+    greedy: list = []  # in the order chosen
+    greedy_left = [everything - 1]
+    while greedy_left[-1] > 0:
+        best = min((v for v in movable if v not in greedy),
+                   key=lambda v: (maps_fixing(tuple(sorted(greedy + [v]))), v))
+        greedy.append(best)
+        greedy_left.append(maps_fixing(tuple(sorted(greedy))) - 1)
+
+    # Exhaust the sizes 1, 2, ... up to the greedy bound: the first size leaving no shortcut is minimal.
+    best_sets, best_left = [()], [everything - 1]
+    exact, exhausted, checked = True, 0, 0
+    found = () if everything == 1 else None
+    for size in range(1, len(greedy) + 1):
+        if checked + math.comb(len(movable), size) > max_subsets:
+            exact = False
+            break
+        size_best, size_left = None, None
+        for subset in itertools.combinations(movable, size):
+            left = maps_fixing(subset) - 1
+            checked += 1
+            if size_left is None or left < size_left:
+                size_best, size_left = subset, left
+                if left == 0:
+                    break
+        best_sets.append(size_best)
+        best_left.append(size_left)
+        if size_left == 0:
+            found = size_best
+            exhausted = size
+            break
+        exhausted = size
+    if found is None:  # the search stopped early: extend the best set found greedily, one value at a time
+        chosen = list(best_sets[-1])
+        while best_left[-1] > 0:
+            best = min((v for v in movable if v not in chosen),
+                       key=lambda v: (maps_fixing(tuple(sorted(chosen + [v]))), v))
+            chosen.append(best)
+            best_sets.append(tuple(sorted(chosen)))
+            best_left.append(maps_fixing(best_sets[-1]) - 1)
+        found = best_sets[-1]
+    return {
+        "values": list(found),
+        "shortcuts_left_by_budget": [int(n) for n in best_left],
+        "sets_by_budget": [list(s) for s in best_sets],
+        "movable_values": list(movable),
+        "greedy_values": sorted(greedy),
+        "exact": exact,
+        "exhausted_up_to": exhausted,
+        "subsets_checked": checked,
+    }
 
 
 def _list_maps(manager, root, literal_of: dict, knowledge: Knowledge, circuit: KnowledgeCircuit,
@@ -281,32 +452,6 @@ def _list_maps(manager, root, literal_of: dict, knowledge: Knowledge, circuit: K
         else:
             maps.append(values)
     return sorted(maps)
-
-
-def task_support(config, circuit: KnowledgeCircuit) -> np.ndarray | None:
-    """The task's training support as value tuples, or None for every consistent concept tuple."""
-    if config.data.train_support is None:
-        return None
-    from .data.tasks import allowed_support
-
-    return allowed_support(config.data.train_support, circuit, config.source)
-
-
-def count_shortcuts_for_task(task_path, overrides: list | None = None, per_position: bool = False) -> dict:
-    """`nesy-gedi count-shortcuts TASK`: the count for a task file's logic and training support."""
-    from .config import load_config
-    from .train import build_circuit
-
-    config = load_config(task_path, overrides)
-    if config.logic is None:
-        raise NesyError("this task has no logic section: reasoning shortcuts are counted for tasks "
-                        "trained with a logic file", config.source)
-    circuit = build_circuit(config)
-    result = {"task": config.name, "logic": config.logic.file, "params": dict(config.logic.params),
-              "support": "data.train_support" if config.data.train_support is not None
-              else "every concept tuple consistent with the knowledge"}
-    result.update(count_shortcuts(circuit, task_support(config, circuit), per_position))
-    return result
 
 
 # ----------------------------------------------------------------------------- checking one map
