@@ -29,6 +29,7 @@ from .evaluate import load_run, predict_split
 from .metrics import cluster_accuracy, confusion_matrix, macro_f1
 from .objectives.entropy import normalised_entropy
 from .runs import CONFIG, load_run_config, write_json
+from .tracking import Tracker
 from .shortcuts import (MAX_LISTED_MAPS, concept_label_classes, count_shortcuts, is_identity,
                         preserves_labels)
 
@@ -193,8 +194,9 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
 
 
 # ----------------------------------------------------------------------------- figures and report
-def save_confusion_heatmap(matrix, values: list, path: Path, title: str) -> Path:
-    """A row-normalised confusion matrix as a heatmap, true values down, predictions across."""
+def save_confusion_heatmap(matrix, values: list, path: Path, title: str, tracker: Tracker | None = None) -> Path:
+    """A row-normalised confusion matrix as a heatmap, true values down, predictions across
+    (also into TensorBoard through `tracker`)."""
     matrix = np.asarray(matrix, dtype=float)
     size = len(values)
     figure = Figure(figsize=(1.2 + 0.5 * size, 1.0 + 0.5 * size))
@@ -215,6 +217,9 @@ def save_confusion_heatmap(matrix, values: list, path: Path, title: str) -> Path
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the row")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
+    if tracker is not None:
+        figure.canvas.draw()
+        tracker.image(f"diagnose/{path.stem}", np.asarray(figure.canvas.buffer_rgba())[..., :3])
     return path
 
 
@@ -367,12 +372,15 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
     diagnosis["shortcut_count"] = count
     diagnosis["splits"] = results
     diagnosis["figures"] = []
+    tracker = Tracker(run_dir, config.train.tensorboard, config.source)
     for name, suffix in (("test", ""), ("test_ood", "_ood")):
         if name in results:
             path = save_confusion_heatmap(results[name]["confusion_matrix"], values,
                                           run_dir / f"confusion_matrix{suffix}.png",
-                                          f"{config.name} ({config.train.mode}): concepts, {name}")
+                                          f"{config.name} ({config.train.mode}): concepts, {name}",
+                                          tracker if tracker.writer is not None else None)
             diagnosis["figures"].append(path.name)
+    tracker.close()
 
     write_json(run_dir / DIAGNOSIS, diagnosis)
     (run_dir / REPORT).write_text(_report(diagnosis, values), encoding="utf-8")

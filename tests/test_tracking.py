@@ -1,5 +1,6 @@
 """TensorBoard: every scalar of metrics.jsonl, the pretraining sample grid and energy
-histograms, read back from the event files; a clear hint when tensorboard is missing."""
+histograms, diagnose's confusion matrix, read back from the event files; a clear hint when
+tensorboard is missing."""
 from __future__ import annotations
 
 import builtins
@@ -10,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nesy_gedi.config import load_config
+from nesy_gedi.diagnose import diagnose_run
 from nesy_gedi.errors import ConfigError
 from nesy_gedi.pretrain import pretrain
 from nesy_gedi.runs import read_metrics
@@ -52,6 +54,9 @@ def test_train_writes_its_metrics_to_tensorboard(mnist_root, tmp_path):
     accumulator = events(tmp_path)
     accuracy = [e.value for e in accumulator.Scalars("test_label_accuracy")]
     assert accuracy == pytest.approx([r["test_label_accuracy"] for r in read_metrics(tmp_path)])
+    diagnose_run(tmp_path, data_root=str(mnist_root), quiet=True)
+    image = events(tmp_path).Images("diagnose/confusion_matrix")[-1]
+    assert image.width > 100 and image.height > 100
 
 
 def test_missing_tensorboard_is_a_one_line_install_hint(tmp_path, monkeypatch):
