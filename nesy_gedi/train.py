@@ -52,6 +52,11 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         train_set = splits["train"]
         sample_shape = tuple(train_set.images.shape[1:])
         perception = build_perception(config, circuit, sample_shape, initialise=not run.has_checkpoint).to(run.device)
+        if config.model.init and config.train.map_epochs == 0 and \
+                read_manifest(Path(config.model.init)).get("kind") != TRAIN_KIND:
+            run.log(f"note: model.init {config.model.init} is a clustering, whose cluster numbers are arbitrary; "
+                    "--set train.map_epochs=10 first learns which concept value each cluster means "
+                    "(see tasks/mnist_addition_small_from_gedi.yaml)")
         mode = config.train.mode
         selfsup = None
         if mode in SELF_SUPERVISED_MODES:
