@@ -10,6 +10,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from nesy_gedi import cli, config as config_module
@@ -231,3 +232,15 @@ def test_public_api_is_kept():
     assert resolve_logic_path("logic/addition.logic", str(ADDITION)).exists()
     assert [f.name for f in dataclasses.fields(TaskConfig)] == [
         "name", "logic", "data", "model", "train", "gedi", "circuit", "source"]
+
+
+def test_the_documented_defaults_are_the_configs_defaults():
+    """docs/tasks.md lists every key with its default; it must not drift from config.py."""
+    from nesy_gedi.config import LogicConfig, SupportConfig, TaskConfig
+
+    text = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")
+    documented = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    config = TaskConfig()
+    config.logic = LogicConfig(file="logic/addition.logic", params={"N": 1})
+    config.data.train_support = SupportConfig()
+    assert documented == config.to_dict()
