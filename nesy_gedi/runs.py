@@ -16,7 +16,6 @@ Checkpoints hold only tensors, numbers, strings, lists and dicts, and are read w
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from .config import TaskConfig, config_from_dict
-from .data.images import resolve_data_path
+from .data.images import file_sha256, resolve_data_path
 from .errors import NesyError
 
 CHECKPOINT = "checkpoint.pt"
@@ -150,14 +149,6 @@ class RunLock:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_new_run(run_dir: Path, resume: bool) -> None:

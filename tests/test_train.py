@@ -1,4 +1,5 @@
-"""Task files, config validation, data protocol and end-to-end training on real MNIST."""
+"""The addition data protocol and end-to-end training on real MNIST (config validation is in
+test_config.py)."""
 from __future__ import annotations
 
 import json
@@ -12,72 +13,12 @@ from nesy_gedi.config import load_config
 from nesy_gedi.data.tasks import build_task_data
 from nesy_gedi.errors import ConfigError, NesyError
 from nesy_gedi.runs import CHECKPOINT, read_metrics
-from nesy_gedi.train import build_circuit, train
+from nesy_gedi.builders import build_circuit
+from nesy_gedi.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
 QUICK = ["train.progress=false", "train.num_threads=1"]
-
-
-def write_task(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "task.yaml"
-    path.write_text(text)
-    return path
-
-
-# ----------------------------------------------------------------------------- config
-def test_unknown_key_names_key_and_file(tmp_path):
-    path = write_task(tmp_path, "name: x\ntrain:\n  epochz: 3\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert str(error.value).startswith(str(path))
-    assert "train.epochz" in str(error.value)
-
-
-def test_wrong_type_names_key(tmp_path):
-    path = write_task(tmp_path, "name: x\ntrain:\n  batch_size: big\n")
-    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int, got 'big'"):
-        load_config(path)
-
-
-def test_invalid_yaml_reports_line(tmp_path):
-    path = write_task(tmp_path, "name: x\ntrain:\n  epochs: [1,\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:\d+: invalid YAML"):
-        load_config(path)
-
-
-def test_overrides_reach_config_and_logic_params():
-    config = load_config(ADDITION, ["train.epochs=3", "N=4", "train.lr=0.01", "data.train_examples=10"])
-    assert config.train.epochs == 3
-    assert config.train.lr == pytest.approx(0.01)
-    assert config.logic.params == {"N": 4}
-    assert config.data.train_examples == 10
-
-
-def test_exponent_notation_is_a_float_in_files_and_overrides(tmp_path):
-    # YAML 1.1 (PyYAML) reads "1e-4" as a string; a float key takes it as the number it means.
-    path = write_task(tmp_path, "name: x\ntrain:\n  lr: 3e-4\n")
-    assert load_config(path).train.lr == pytest.approx(3e-4)
-    config = load_config(ADDITION, ["train.lr=1e-4", "gedi.sgld.noise_std=5E-3"])
-    assert config.train.lr == pytest.approx(1e-4) and config.gedi.sgld.noise_std == pytest.approx(5e-3)
-    with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got '1e2'"):
-        load_config(ADDITION, ["train.epochs=1e2"])  # an int key still wants an int
-    with pytest.raises(ConfigError, match=r"train\.lr: expected float, got '1e-4x'"):
-        load_config(ADDITION, ["train.lr=1e-4x"])
-
-
-def test_bad_override_value_is_rejected():
-    with pytest.raises(ConfigError, match="train.epochs"):
-        load_config(ADDITION, ["train.epochs=many"])
-    with pytest.raises(ConfigError, match="unknown mode"):
-        load_config(ADDITION, ["train.mode=magic"])
-
-
-def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
-    path = write_task(tmp_path, "name: x\nmodel:\n  layers: 3\n")
-    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "model.layers" in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- data protocol

@@ -380,7 +380,8 @@ def _load_mnist_like(name: str, root: Path, split: str, download: bool) -> tuple
     return images.unsqueeze(1), labels
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (data files, and run files elsewhere)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -395,7 +396,7 @@ def _decompressed_problem(name: str, plain: Path) -> str | None:
         actual = plain.stat().st_size
         if actual != size:
             return f"has the wrong size ({actual} bytes, expected {size})"
-        if _sha256(plain) != sha256:
+        if file_sha256(plain) != sha256:
             return f"is corrupted (SHA-256 mismatch with the content of {plain.name}.gz)"
     except OSError as exc:
         return f"cannot be read ({_one_line(exc)})"
