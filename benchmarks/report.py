@@ -488,7 +488,10 @@ def perception_claim() -> list[str]:
                    "settles on a wrong naming (one seed in three near 0 %). `train.map_epochs` first learns only "
                    "which value each cluster means, on the frozen backbone, then trains everything. Settings fixed "
                    "before the runs. Why, run by run: "
-                   "[docs/perception_from_pretraining.md](docs/perception_from_pretraining.md).", ""])
+                   "[docs/perception_from_pretraining.md](docs/perception_from_pretraining.md).", ""]
+            + (["![EvenOdd: concept accuracy against K labelled images per digit]"
+                "(benchmarks/results/shortcuts_evenodd_concept_labels_label_efficiency.png)", ""]
+               if (RESULTS / "shortcuts_evenodd_concept_labels_label_efficiency.png").exists() else []))
 
 
 def render_readme() -> str:
