@@ -486,8 +486,9 @@ def perception_claim() -> list[str]:
     return (["### A pretrained clustering, named by the knowledge", ""] + table(CLAIM_HEADER, rows)
             + ["", "A clustering numbers its clusters arbitrarily; started from it, the semantic loss alone often "
                    "settles on a wrong naming (one seed in three near 0 %). `train.map_epochs` first learns only "
-                   "which value each cluster means, on the frozen backbone, then trains everything. Settings fixed "
-                   "before the runs. Why, run by run: "
+                   "which value each cluster means, on the frozen backbone, then trains everything: the fix for good "
+                   "clusters with wrong names. On poor clusterings (the no-gen rows) it hurts: a frozen clustering "
+                   "that mixes digits is best named by merging values. Settings fixed before the runs. Why, run by run: "
                    "[docs/perception_from_pretraining.md](docs/perception_from_pretraining.md).", ""]
             + (["![EvenOdd: concept accuracy against K labelled images per digit]"
                 "(benchmarks/results/shortcuts_evenodd_concept_labels_label_efficiency.png)", ""]

@@ -55,8 +55,8 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         if config.model.init and config.train.map_epochs == 0 and \
                 read_manifest(Path(config.model.init)).get("kind") != TRAIN_KIND:
             run.log(f"note: model.init {config.model.init} is a clustering, whose cluster numbers are arbitrary; "
-                    "--set train.map_epochs=10 first learns which concept value each cluster means "
-                    "(see tasks/mnist_addition_small_from_gedi.yaml)")
+                    "if its clusters are good (val_cluster_accuracy in its final.json), --set train.map_epochs=10 "
+                    "first learns which concept value each cluster means (docs/perception_from_pretraining.md)")
         mode = config.train.mode
         selfsup = None
         if mode in SELF_SUPERVISED_MODES:
