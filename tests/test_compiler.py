@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from nesy_gedi.circuit import KnowledgeCircuit
-from nesy_gedi.compiler import (VTREE_TYPES, CompiledKnowledge, compile_file, compile_knowledge_uncached,
-                                exact_model_count)
+from nesy_gedi.compiler import (VTREE_TYPES, CacheWarning, CompiledKnowledge, compile_file,
+                                compile_knowledge_uncached, exact_model_count)
 from nesy_gedi.errors import LogicError
 from nesy_gedi.logic.ground import Constraint, Knowledge, Variable
 from random_logic import random_kb
@@ -188,7 +188,8 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, damage):
         (first.directory / "meta.json").write_text(json.dumps({}))
     else:
         (first.directory / "knowledge.sdd").unlink()
-    rebuilt = compile_file(ADDITION, {"N": 2}, cache_dir=tmp_path)
+    with pytest.warns(CacheWarning, match=f"circuit cache entry {first.directory} failed verification"):
+        rebuilt = compile_file(ADDITION, {"N": 2}, cache_dir=tmp_path)
     assert not rebuilt.cache_hit and rebuilt.directory == first.directory
     again = compile_file(ADDITION, {"N": 2}, cache_dir=tmp_path)
     assert again.cache_hit

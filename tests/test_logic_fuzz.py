@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,91 @@ def test_fuzz_bytes(workdir, data):
 ])
 def test_fuzz_regressions(workdir, text):
     check_text(workdir, text)
+
+
+# ----------------------------------------------------------------------------- cache entries
+CACHED_FILES = ("knowledge.sdd", "knowledge.vtree", "meta.json")
+
+
+@pytest.fixture(scope="module")
+def genuine_entry(tmp_path_factory):
+    """The files of a verified cache entry (addition, N=1), and the circuit's reference outputs."""
+    cache = tmp_path_factory.mktemp("genuine")
+    compiled = compile_file(LOGIC / "addition.logic", {"N": 1}, cache_dir=cache)
+    files = {name: (compiled.directory / name).read_bytes() for name in CACHED_FILES}
+    return compiled.directory.name, files, _circuit_outputs(compiled)
+
+
+def _circuit_outputs(compiled):
+    import torch
+
+    from nesy_gedi.circuit import KnowledgeCircuit
+
+    generator = torch.Generator().manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(5, 2, 10, generator=generator, dtype=torch.float64), dim=-1)
+    labels = torch.tensor([[0, 9], [1, 8], [-1, 5], [0, -1], [1, 0]])
+    return KnowledgeCircuit(compiled, compile_module=False)(log_probs, labels)
+
+
+@settings(max_examples=max(1, int(150 * SCALE)), deadline=None, derandomize=SCALE == 1, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(name=st.sampled_from(CACHED_FILES), mutations=st.lists(mutation, min_size=1, max_size=4),
+       resealed=st.booleans())
+def test_fuzz_cache_entries(workdir, genuine_entry, name, mutations, resealed):
+    """A mutated cache entry (resealed: with its manifest rewritten to match, as a forgery would
+    be) is either rejected with a CacheWarning and recompiled, or accepted; either way there is
+    no crash and the circuit computes exactly what the genuine one does."""
+    import torch
+
+    from nesy_gedi import compiler
+
+    key, files, expected = genuine_entry
+    cache = workdir / "cache"
+    entry = cache / key
+    entry.mkdir(parents=True, exist_ok=True)
+    contents = dict(files)
+    contents[name] = mutate(files[name].decode("ascii"), mutations).encode("utf-8", "surrogatepass")
+    for file_name, data in contents.items():
+        (entry / file_name).write_bytes(data)
+    (entry / "manifest.json").write_bytes(compiler._manifest(key, contents if resealed else files))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = compile_file(LOGIC / "addition.logic", {"N": 1}, cache_dir=cache)
+    notices = [w for w in caught if issubclass(w.category, compiler.CacheWarning)]
+    assert compiled.cache_hit != bool(notices) and len(notices) <= 1
+    assert compiled.model_count == 100
+    torch.testing.assert_close(_circuit_outputs(compiled), expected, atol=1e-12, rtol=1e-12)
+
+
+@settings(max_examples=max(1, int(150 * SCALE)), deadline=None, derandomize=SCALE == 1, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(changes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(-4, 4).filter(bool), st.booleans()),
+                        min_size=1, max_size=3))
+def test_fuzz_numbers_in_a_resealed_sdd(workdir, genuine_entry, changes):
+    """Well-formed SDD files with a few numbers nudged or negated (ids, vtree nodes, literals,
+    element counts) and the manifest resealed: the structural and semantic checks must stop
+    every one that would crash libsdd or KLay or change an answer."""
+    import torch
+
+    from nesy_gedi import compiler
+
+    key, files, expected = genuine_entry
+    lines = files["knowledge.sdd"].decode("ascii").split("\n")
+    body = [i for i, line in enumerate(lines) if line[:1] in ("F", "T", "L", "D")]
+    for where, delta, negate in changes:
+        index = body[where % len(body)]
+        fields = lines[index].split(" ")
+        field = 1 + where // len(body) % (len(fields) - 1)
+        fields[field] = str(-int(fields[field]) if negate else int(fields[field]) + delta)
+        lines[index] = " ".join(fields)
+    contents = {**files, "knowledge.sdd": "\n".join(lines).encode("ascii")}
+    entry = workdir / "resealed" / key
+    entry.mkdir(parents=True, exist_ok=True)
+    for name, data in contents.items():
+        (entry / name).write_bytes(data)
+    (entry / "manifest.json").write_bytes(compiler._manifest(key, contents))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", compiler.CacheWarning)
+        compiled = compile_file(LOGIC / "addition.logic", {"N": 1}, cache_dir=entry.parent)
+    assert compiled.model_count == 100
+    torch.testing.assert_close(_circuit_outputs(compiled), expected, atol=1e-12, rtol=1e-12)
