@@ -99,7 +99,7 @@ def circuit_throughput(circuit, n: int, batch: int, reps: int, device, warmup: i
 
 def measure(n: int, batch: int, reps: int, device, compile_module) -> dict:
     from nesy_gedi.circuit import KnowledgeCircuit
-    from nesy_gedi.compiler import compile_file
+    from nesy_gedi.compiler import compile_file, decimal_string
 
     compiled = compile_file(LOGIC, {"N": n}, use_cache=False)
     if compiled.model_count != 10 ** (2 * n):
@@ -112,7 +112,7 @@ def measure(n: int, batch: int, reps: int, device, compile_module) -> dict:
         "N": n,
         "sdd_size": compiled.sdd_size,
         "sdd_nodes": compiled.sdd_node_count,
-        "model_count": str(compiled.model_count),
+        "model_count": decimal_string(compiled.model_count),
         "compile_seconds": round(compiled.compile_seconds, 4),
         "klay_build_seconds": round(build_seconds, 4),
         "depth": len(layers),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .circuit import KnowledgeCircuit
-from .compiler import compile_file
+from .compiler import compile_file, require_labels
 from .config import ModelConfig, TaskConfig
 from .errors import ConfigError, NesyError
 from .models.backbones import build_backbone
@@ -46,10 +46,13 @@ class Perception(nn.Module):
 
 
 def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
+    """The task's knowledge as a torch layer; knowledge without a label is refused (the semantic
+    loss would learn nothing, and every label accuracy would read 1.0)."""
     if config.logic is None:
         raise ConfigError("this task has no logic section; `train` needs a logic file "
                           "(use `pretrain` for self-supervised tasks)", config.source)
     compiled = compile_file(config.logic.file, config.logic.params, vtree_type=config.logic.vtree)
+    require_labels(compiled)
     return KnowledgeCircuit(compiled, compile_module=config.circuit.compile,
                             max_label_candidates=config.circuit.max_label_candidates)
 
@@ -122,10 +125,3 @@ def load_pretrained_backbone(run_dir: str | Path, backbone: nn.Module) -> dict:
     gedi = config.get("gedi") if isinstance(config.get("gedi"), dict) else {}
     return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"), "method": gedi.get("method")}
 
-
-def require_labels(circuit: KnowledgeCircuit, config: TaskConfig) -> None:
-    """The semantic loss learns from observed labels; knowledge that declares none gives it
-    nothing to learn from (and every label accuracy would read 1.0)."""
-    if not circuit.labels:
-        raise ConfigError("the logic file declares no label: the semantic loss has nothing to learn from "
-                          "(declare the observed outputs with `label`)", config.logic.file)

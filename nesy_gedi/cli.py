@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import NesyError
@@ -163,8 +164,13 @@ COMMANDS = {
 }
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"nesy-gedi: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _warn_in_one_line  # e.g. a circuit cache entry that failed verification
     try:
         return COMMANDS[args.command](args)
     except NesyError as error:

@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 
+def _one_line(text: str) -> str:
+    """`text` with every character that is not printable (newline, tab, NUL, ...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class NesyError(Exception):
     """An error in the user's input (logic file, task file, data root, run directory).
 
@@ -10,8 +17,9 @@ class NesyError(Exception):
     """
 
     def __init__(self, message: str, path: str | None = None, line: int | None = None):
-        self.message = message
-        self.path = path
+        # Messages quote untrusted text (file names, keys, values); escaped, they stay one line.
+        self.message = _one_line(str(message))
+        self.path = None if path is None else _one_line(str(path))
         self.line = line
         super().__init__(self.__str__())
 
@@ -27,23 +35,8 @@ class LogicError(NesyError):
     """A problem in a logic file: syntax, scoping, domains or satisfiability."""
 
 
-def _one_line(text: str) -> str:
-    """`text` with every character that is not printable (newline, tab, NUL, ...) escaped."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 class ConfigError(NesyError):
-    """A problem in a task file or a --set override: `path:line: key: message`.
-
-    Task files and overrides are untrusted text, and a key, a value or even the file's
-    name may hold a newline or a control character; they are escaped, so the error
-    stays one line.
-    """
-
-    def __init__(self, message: str, path: str | None = None, line: int | None = None):
-        super().__init__(_one_line(str(message)), None if path is None else _one_line(str(path)), line)
+    """A problem in a task file or a --set override: `path:line: key: message`."""
 
 
 class DataError(NesyError):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import engine
-from .builders import TRAIN_KIND, build_circuit, build_perception, require_labels
+from .builders import TRAIN_KIND, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
 from .config import TaskConfig, load_config, resolve_logic_path
 from .data.augment import build_augment
@@ -47,7 +47,6 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
     with engine.open_run(config, run_dir, TRAIN_KIND, resume, device) as run:
         # ------------------------------------------------------------ knowledge, data, model
         circuit = build_circuit(config).to(run.device)
-        require_labels(circuit, config)
         splits = build_task_data(config, circuit, resolve_data_root(data_root or config.data.root))
         train_set = splits["train"]
         sample_shape = tuple(train_set.images.shape[1:])

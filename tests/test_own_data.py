@@ -151,3 +151,13 @@ def test_arrays_train_and_pretrain_and_a_wrong_size_is_one_clear_line(tmp_path, 
     assert cli.main(["train", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "wrong"), *overrides(QUICK)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "mnist_net" in error[0] and "(1, 12, 12)" in error[0]
+
+
+def test_knowledge_without_a_label_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "nolabel.logic").write_text("concept a : 0..2\nconcept b : 0..2\nconstraint a != b\n")
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump({"name": "nolabel", "logic": {"file": "nolabel.logic"},
+                                                         "data": {"dataset": "fake:1x28x28:3:64"}}))
+    assert cli.main(["train", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "declares no label: nothing to learn from" in error[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
