@@ -36,7 +36,8 @@ from .compiler import compile_knowledge_uncached, exact_model_count
 from .errors import NesyError
 from .logic.ground import Constraint, Knowledge, Variable
 
-MAX_CONCEPT_SPACE = 1_000_000
+# Counting stays within seconds up to here; at 10**6 tuples (3-digit addition) it ran for minutes.
+MAX_CONCEPT_SPACE = 100_000
 MAX_LISTED_MAPS = 1000
 # Value sets model-counted at most by the exact search for suggested labels (10 values: 1023 sets).
 MAX_LABEL_SUBSETS = 100_000

@@ -5,6 +5,7 @@ import collections
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -502,3 +503,12 @@ def test_the_docs_table_of_shortcut_prone_tasks_matches_the_counts():
         assert (int(shortcuts), int(permutations)) == (result["shortcuts"], result["permutation_shortcuts"]), task
         assert ([] if suggested == "none needed" else [int(v) for v in suggested.split()]) == \
             result["suggested_labels"]["values"], task
+
+
+def test_a_concept_space_too_large_to_count_is_refused_at_once(capsys):
+    """3-digit addition has 10**6 concept tuples: counting ran for minutes before the bound."""
+    started = time.perf_counter()
+    assert main(["count-shortcuts", str(REPO / "tasks" / "mnist_addition.yaml"), "--set", "N=3"]) == 2
+    assert time.perf_counter() - started < 60
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "has 1000000 tuples" in error[0] and "limited to 100000" in error[0]
