@@ -136,7 +136,12 @@ def pretrained_backbone(config: TaskConfig, run_dir: Path, data_root: str | None
     `model.pretrain_overrides`) into runs/.../pretrained/<name>-<config hash> beside the train
     run, or reuse the finished one there; returns its run directory (the new `model.init`)."""
     task = resolve_logic_path(config.model.pretrain, config.source)
-    pretrain_config = load_config(task, [*config.model.pretrain_overrides, f"train.seed={config.train.seed}"])
+    # The train run's seed, and where and how it runs (not part of the pretraining's hash).
+    inherited = [f"train.seed={config.train.seed}", f"train.progress={str(config.train.progress).lower()}",
+                 f"train.device={config.train.device}"]
+    if config.train.num_threads:
+        inherited.append(f"train.num_threads={config.train.num_threads}")
+    pretrain_config = load_config(task, [*config.model.pretrain_overrides, *inherited])
     folder = run_dir.parent / "pretrained" / f"{pretrain_config.name}-{pretraining_key(pretrain_config)}"
     if (folder / FINAL).exists() and read_manifest(folder).get("kind") == "pretrain":
         return folder
