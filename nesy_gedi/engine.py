@@ -221,10 +221,7 @@ def fit(run: Run, job: Job) -> dict:
     # ---------------------------------------------------------------- 1. optimiser, guard, resume
     step_module = distributed.wrap(_Step(job).to(run.device), dist, job.unused_parameters)
     parameters = [p for p in job.model.parameters() if p.requires_grad]
-    special = {id(p): lr for p, lr in job.learning_rates.items()}
-    groups = [{"params": [p for p in parameters if id(p) not in special]}] + [
-        {"params": [p], "lr": special[id(p)]} for p in parameters if id(p) in special]
-    optimizer = build_optimizer(groups, config)
+    optimizer = build_optimizer(parameters, config, job.learning_rates)
     shard_size = len(distributed.shard(torch.arange(job.num_examples), dist))
     steps = steps_per_epoch(shard_size, batch_size)
     scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)

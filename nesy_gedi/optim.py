@@ -12,9 +12,15 @@ import torch
 from .config import TaskConfig
 
 
-def build_optimizer(parameters, config: TaskConfig) -> torch.optim.Optimizer:
-    """Adam with the task's learning rate and weight decay."""
-    return torch.optim.Adam(parameters, lr=config.train.lr, weight_decay=config.train.weight_decay)
+def build_optimizer(parameters, config: TaskConfig, learning_rates: dict | None = None) -> torch.optim.Optimizer:
+    """Adam with the task's learning rate and weight decay; `learning_rates` gives some
+    parameters their own rate (e.g. the cluster -> concept map's `train.map_lr`)."""
+    parameters = list(parameters)
+    special = {id(p): lr for p, lr in (learning_rates or {}).items()}
+    groups = [{"params": [p for p in parameters if id(p) not in special]}] + [
+        {"params": [p], "lr": special[id(p)]} for p in parameters if id(p) in special]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=config.train.lr,
+                            weight_decay=config.train.weight_decay)
 
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, config: TaskConfig, steps_per_epoch: int,
