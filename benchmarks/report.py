@@ -474,6 +474,16 @@ def perception_claim() -> list[str]:
                      f"{stat(entry['concept_accuracy'])} / {stat(entry['matched_concept_accuracy'])} "
                      f"({len(entry['seeds'])} seeds; one backbone per seed, cluster accuracy 0.60 / 0.25 / 0.28)",
                      code(SMALL_FROM_NOGEN_COMMAND), hardware(real)])
+    onecommand = load("small_from_pretraining")
+    kinds = {"scratch": "from scratch", "init": "`model.pretrain` (no-gen, 80 epochs), `train.map_epochs=0`",
+             "map": "`model.pretrain` (no-gen, 80 epochs) + `train.map_epochs=10`: the task file as it is"}
+    for entry in (onecommand or {}).get("table", []):
+        clusters = " / ".join(f"{b['cluster_accuracy']:.3f}" for b in onecommand["backbones"])
+        rows.append([f"small-data MNIST-addition (100 pairs), {kinds[entry['variant']]}", "test concept accuracy, %",
+                     "—", f"{stat(entry['test_concept_accuracy'])} ({entry['seeds']} seeds; one pretrained backbone "
+                     f"per seed, cluster accuracy {clusters})",
+                     code("nesy-gedi train tasks/mnist_addition_small_from_gedi.yaml --set train.seed=S"),
+                     hardware(onecommand)])
     labels = load("shortcuts_evenodd_concept_labels")
     for entry in (labels or {}).get("table", []):
         rows.append([f"MNIST-EvenOdd, `sl` with K = {entry['concept_labels']} labelled images per digit",
