@@ -20,10 +20,11 @@ import pytest
 import torch
 import yaml
 
-from nesy_gedi import cli, engine
+from nesy_gedi import cli
 from nesy_gedi.config import load_config
 from nesy_gedi.errors import NesyError
 from nesy_gedi.runs import CHECKPOINT, CONFIG, MANIFEST, METRICS, RunLock, check_resume, start_run_dir
+from killing import kill_at_batch
 
 torch.set_num_threads(1)
 
@@ -270,26 +271,12 @@ def test_resuming_a_run_that_another_writer_holds_is_refused(train_run, mnist_ro
 
 
 # ============================================================================= 4. damaged run files
-def _kill_at_call(monkeypatch, call: int) -> None:
-    """The step module raises KeyboardInterrupt on its `call`-th batch: a kill inside an epoch."""
-    real = engine._Step.forward
-    calls = {"n": 0}
-
-    def forward(self, *args):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise KeyboardInterrupt
-        return real(self, *args)
-
-    monkeypatch.setattr(engine._Step, "forward", forward)
-
-
 @pytest.mark.mnist
 def test_a_half_written_last_metrics_line_does_not_block_resume(mnist_root, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     two_epochs = TINY + ["train.epochs=2"]
     with monkeypatch.context() as patch:
-        _kill_at_call(patch, 6)  # 4 steps per epoch: killed in epoch 2, after checkpointing epoch 1
+        kill_at_batch(patch, 6)  # 4 steps per epoch: killed in epoch 2, after checkpointing epoch 1
         code, _, err = _cli(capsys, _train_args(run_dir, mnist_root, overrides=two_epochs))
     assert code == 130, err
     assert [r["epoch"] for r in map(json.loads, (run_dir / METRICS).read_text().splitlines())] == [1]

@@ -14,6 +14,7 @@ from nesy_gedi.config import TRAINING_MODES, load_config
 from nesy_gedi.errors import NesyError
 from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, read_metrics
 from nesy_gedi.train import train
+from killing import kill_at_batch
 
 torch.set_num_threads(1)
 
@@ -27,20 +28,6 @@ MODES = [[f"train.mode={mode}"] for mode in TRAINING_MODES] + [["train.concept_l
 
 def _epochs(run_dir: Path) -> list:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir) if "event" not in r]
-
-
-def _kill_at_call(monkeypatch, call: int) -> None:
-    """The step module raises KeyboardInterrupt on its `call`-th batch: a kill inside an epoch."""
-    real = engine._Step.forward
-    calls = {"n": 0}
-
-    def forward(self, *args):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise KeyboardInterrupt
-        return real(self, *args)
-
-    monkeypatch.setattr(engine._Step, "forward", forward)
 
 
 @pytest.mark.mnist
@@ -61,7 +48,7 @@ def test_every_mode_trains_and_a_run_killed_mid_epoch_resumes_to_the_same_metric
         assert any(expected_terms[mode] in r for r in records)
     assert records[-1]["train_semantic"] > 0 and "val_label_accuracy" in records[-1]
 
-    _kill_at_call(monkeypatch, 4 * (len(records) - 1) + 2)  # the second batch of the last epoch
+    kill_at_batch(monkeypatch, 4 * (len(records) - 1) + 2)  # the second batch of the last epoch
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "killed", data_root=str(mnist_root))
     monkeypatch.undo()
