@@ -82,15 +82,6 @@ def sum_across(values: dict, state: DistState) -> dict:
     return dict(zip(keys, tensor.tolist()))
 
 
-def broadcast_object(value, state: DistState):
-    """Rank 0's `value` on every rank (e.g. the outcome of a check only rank 0 made)."""
-    if not state.enabled:
-        return value
-    box = [value]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shard(order: torch.Tensor, state: DistState) -> torch.Tensor:
     """Each rank takes every world_size-th example of the shared permutation (equal lengths)."""
     if not state.enabled:

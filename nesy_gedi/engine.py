@@ -101,7 +101,6 @@ class Job:
     selection_metric: str = "val_label_accuracy"  # what train.keep_best maximises
     unused_parameters: bool = False  # some epochs leave parameters out of the loss (DDP must know)
     learning_rates: dict = field(default_factory=dict)  # parameter -> its own learning rate (default train.lr)
-    extra_state: dict = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -335,7 +334,7 @@ def _checkpoint(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard,
             "state": job.state.state_dict() if job.state is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": _rng_state(), "seconds": list(seconds), "nonfinite_recoveries": guard.count,
-            "best": best, "config": run.config.to_dict(), **job.extra_state}
+            "best": best, "config": run.config.to_dict()}
 
 
 def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard) -> tuple:
