@@ -387,6 +387,8 @@ def gedi_mnist_claim() -> list[str]:
                    "only, prior 3, energy regulariser 0.1); `tasks/gedi_mnist.yaml` now defaults to GEDI's own. "
                    "Stage 2 starts from stage 1's `runs/gedi_long/no-gen_seedB`; the Fashion AUROC peaks in the "
                    "first epochs and then falls, hence 2 epochs at Adam 1e-4 (generative weight 3, 40 SGLD steps). "
+                   "Both stages are one command, `nesy-gedi pretrain tasks/gedi_mnist_two_stage.yaml --set "
+                   "train.seed=S` (stage 1 is `tasks/gedi_mnist_nogen.yaml`, run first or reused). "
                    "How the recipe was found, run by run: [docs/results.md](docs/results.md).", ""])
 
 
@@ -431,14 +433,13 @@ def shortcut_claim() -> list[str]:
                          code("python benchmarks/shortcuts.py --seeds 3"), hardware(data)])
     if not rows:
         return []
-    return (["### Reasoning shortcuts: counted exactly, diagnosed, and partly removed by GEDI", ""]
+    return (["### Reasoning shortcuts before the plan-file table (earlier rows, kept for the record)", ""]
             + table(CLAIM_HEADER, rows)
             + ["", "Matched concept accuracy is the accuracy after the best renaming of the learned concepts "
                    "(Hungarian): high matched but low raw accuracy means right clusters with wrong names. "
                    "EvenOdd has one shortcut that permutes the digits (d → d+5 mod 10); no clustering prior can "
                    "exclude it, only concept labels can. On small-data addition GEDI's gain equals what augmenting "
-                   "the semantic loss's own images gives (`sl` with `train.augment=digits`: 96.3 % on seed 0). "
-                   "Every mode, both tasks: [docs/results.md](docs/results.md).", ""])
+                   "the semantic loss's own images gives (`sl` with `train.augment=digits`: 96.3 % on seed 0).", ""])
 
 
 PERMUTED_COMMAND = "python benchmarks/permuted_clusters.py"
@@ -493,16 +494,122 @@ def perception_claim() -> list[str]:
                      code(EVENODD_LABELS_COMMAND), hardware(labels)])
     if not rows:
         return []
-    return (["### A pretrained clustering, named by the knowledge", ""] + table(CLAIM_HEADER, rows)
+    return (["### A pretrained clustering, named by the knowledge: the probe and the first runs", ""]
+            + table(CLAIM_HEADER, rows)
             + ["", "A clustering numbers its clusters arbitrarily; started from it, the semantic loss alone often "
                    "settles on a wrong naming (one seed in three near 0 %). `train.map_epochs` first learns only "
                    "which value each cluster means, on the frozen backbone, then trains everything: the fix for good "
                    "clusters with wrong names. On poor clusterings (the no-gen rows) it hurts: a frozen clustering "
                    "that mixes digits is best named by merging values. Settings fixed before the runs. Why, run by run: "
-                   "[docs/perception_from_pretraining.md](docs/perception_from_pretraining.md).", ""]
+                   "[perception_from_pretraining.md](perception_from_pretraining.md).", ""]
             + (["![EvenOdd: concept accuracy against K labelled images per digit]"
-                "(benchmarks/results/shortcuts_evenodd_concept_labels_label_efficiency.png)", ""]
+                "(../benchmarks/results/shortcuts_evenodd_concept_labels_label_efficiency.png)", ""]
                if (RESULTS / "shortcuts_evenodd_concept_labels_label_efficiency.png").exists() else []))
+
+
+TABLE_COMMAND = ("python benchmarks/shortcuts.py --plan benchmarks/shortcut_table.yaml "
+                 "--out benchmarks/results/shortcuts_table.json")
+TASK_NAMES = {"mnist_evenodd": "MNIST-EvenOdd", "mnist_carry": "MNIST-Carry",
+              "mnist_difference_mod10": "MNIST-Difference-mod-10", "mnist_product_mod10": "MNIST-Product-mod-10",
+              "mnist_addition_small_from_gedi": "small-data MNIST-addition (100 pairs)",
+              "mnist_addition_small": "small-data MNIST-addition (300 pairs)"}
+VARIANT_NAMES = {"": "", "pretrained": "no-gen backbone, `model.init` alone",
+                 "pretrained+map": "no-gen backbone + map phase",
+                 "pretrained+map+balance": "no-gen backbone + map phase + `train.map_balance`",
+                 "balance": "the task file + `train.map_balance=1`", "init": "its backbone, no map phase",
+                 "scratch": "from scratch", "scratch+augment": "from scratch, `train.augment=digits`"}
+
+
+def table_entry(data: dict, task: str, mode: str, variant: str = "", k: int = 0) -> dict | None:
+    for entry in data.get("table", []):
+        if (entry["task"], entry["mode"], entry.get("variant", ""), entry.get("concept_labels", 0)) == \
+                (task, mode, variant, k):
+            return entry
+    return None
+
+
+def _seeds_note(entry: dict) -> str:
+    note = f"{len(entry['seeds'])} seeds"
+    if entry.get("backbones"):
+        note += (f", {entry['backbones']} independently pretrained backbones (cluster accuracy "
+                 f"{stat(entry['backbone_cluster_accuracy'], 1, 3)})")
+    return note
+
+
+def _shortcut_runs(entry: dict) -> str:
+    seeds = len(entry["seeds"])
+    permutations = entry.get("runs_that_learned_a_permutation") or 0
+    return (f"shortcut in {entry['runs_that_learned_a_shortcut']}/{seeds} runs"
+            + (f" ({permutations} a permutation)" if permutations else ""))
+
+
+def pretrained_perception_claim() -> list[str]:
+    """Issue #12's targets from the plan-file table, one row per claim."""
+    data = load("shortcuts_table")
+    if data is None:
+        return []
+    rows = []
+
+    def add(task, mode, variant, k, label, metric, cells):
+        entry = table_entry(data, task, mode, variant, k)
+        if entry is not None:
+            rows.append([label, metric, "—", cells(entry) + f" ({_seeds_note(entry)})", code(TABLE_COMMAND),
+                         hardware(data)])
+
+    concepts_ood = "concept acc / ID label acc / OOD label acc, %"
+
+    def triple(entry):
+        return (f"{stat(entry['concept_accuracy'])} / {stat(entry['label_accuracy'])} / "
+                f"{stat(entry.get('label_accuracy_ood'))}; {_shortcut_runs(entry)}")
+
+    for mode, variant, label in (("sl", "", "`sl`"), ("sl+entropy", "", "`sl+entropy`"),
+                                 ("sl", "pretrained+map", "no-gen backbone + map phase"),
+                                 ("sl", "pretrained+map+balance",
+                                  "no-gen backbone + map phase + `train.map_balance` (target: ≥ 95, no shortcut)")):
+        add("mnist_carry", mode, variant, 0, f"MNIST-Carry (345 shortcuts, all merge digits), K = 0, {label}",
+            concepts_ood, triple)
+    for mode, variant, k, label in (("sl", "", 1, "`sl`, K = 1"),
+                                    ("sl", "pretrained+map+balance", 0, "no-gen backbone + map + balance, K = 0"),
+                                    ("sl", "pretrained+map+balance", 1,
+                                     "no-gen backbone + map + balance, K = 1 (target: ≥ 95 / ≥ 99 / ≥ 90)")):
+        add("mnist_evenodd", mode, variant, k, f"MNIST-EvenOdd (35 shortcuts, 1 a permutation), {label}",
+            concepts_ood, triple)
+    reached = sorted(e["concept_labels"] for e in data.get("table", [])
+                     if e["task"] == "mnist_evenodd" and e["mode"] == "sl" and not e.get("variant")
+                     and e["concept_accuracy"] and e["concept_accuracy"]["mean"] >= 0.95)
+    if reached:
+        add("mnist_evenodd", "sl", "", reached[0],
+            f"MNIST-EvenOdd, `sl`: the smallest K of {{0, 1, 5, 10, 20, 50}} reaching 95 %: K = {reached[0]}",
+            concepts_ood, triple)
+    for task, shortcuts in (("mnist_difference_mod10", 9), ("mnist_product_mod10", 3)):
+        for variant, label in (("", "`sl`"), ("pretrained+map+balance", "no-gen backbone + map + balance")):
+            add(task, "sl", variant, 1, f"{TASK_NAMES[task]} ({shortcuts} shortcuts, all permutations), K = 1, {label}",
+                concepts_ood, triple)
+    for variant in ("scratch", "scratch+augment", "init", "", "balance"):
+        label = VARIANT_NAMES[variant] or "the task file as it is: its pretraining + 10 map epochs (target: ≥ 95)"
+        add("mnist_addition_small_from_gedi", "sl", variant, 0,
+            f"small-data MNIST-addition (100 pairs, `tasks/mnist_addition_small_from_gedi.yaml`), {label}",
+            "digit (concept) accuracy, %", lambda e: stat(e["concept_accuracy"]))
+
+    def median(entry, key, scale=100, digits=1):
+        values = (entry.get(key) or {}).get("values") or []
+        return f"{scale * statistics.median(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}" \
+            if len(values) > 1 else "–"
+
+    for mode in ("sl+gedi", "sl+swav"):
+        add("mnist_addition_small", mode, "", 0, f"MNIST-addition (300 pairs), `{mode}`: the paper's Table 6 form",
+            "digit accuracy, % / NMI of the perception network (median ± std)",
+            lambda e: f"{median(e, 'concept_accuracy')} / {median(e, 'concept_nmi', 1, 3)}")
+    if not rows:
+        return []
+    figure = RESULTS / "shortcuts_table_label_efficiency.png"
+    return (["### GEDI-pretrained perception against reasoning shortcuts", ""] + table(CLAIM_HEADER, rows)
+            + ["", PRETRAINED_PERCEPTION_NOTE, ""]
+            + ([f"![Concept accuracy against K labelled images per digit]({figure.relative_to(ROOT)})", ""]
+               if figure.exists() else []))
+
+
+PRETRAINED_PERCEPTION_NOTE = "(written after the table's runs)"
 
 
 def render_readme() -> str:
@@ -510,8 +617,8 @@ def render_readme() -> str:
              "shared machine (other jobs were running), so seconds are upper bounds. The full tables, the "
              "tuning runs in the order they ran and how each setting was chosen: [docs/results.md](docs/results.md).",
              ""]
-    for section in (addition_claim, peer_claim, circuit_claim, gedi_toy_claim, gedi_mnist_claim, shortcut_claim,
-                    perception_claim):
+    for section in (addition_claim, peer_claim, circuit_claim, gedi_toy_claim, gedi_mnist_claim,
+                    pretrained_perception_claim):
         lines += section()
     return "\n".join(lines).rstrip() + "\n"
 
@@ -706,6 +813,9 @@ def render_notebook() -> str:
     lines += notebook_generic(RESULTS / "gedi_mnist_stage1_nogen.json",
                               "GEDI stage 1: no-gen on all 60k MNIST images, 80 epochs, cosine learning rate")
     lines += notebook_gedi_warm_start()
+    lines += notebook_generic(RESULTS / "shortcuts_table.json",
+                              "Reasoning shortcuts: every row of `benchmarks/shortcut_table.yaml`")
+    lines += shortcut_claim() + perception_claim()
     lines += notebook_generic(RESULTS / "shortcuts.json", "Reasoning shortcuts: the shortcut table")
     lines += notebook_generic(RESULTS / "shortcuts_evenodd_from_clusters.json",
                               "EvenOdd from a clustering backbone (`model.init` = `nesy-gedi pretrain "

@@ -44,6 +44,10 @@ class Perception(nn.Module):
         value_given_cluster = torch.log_softmax(self.cluster_map, dim=0)  # [values, clusters]
         return torch.logsumexp(value_given_cluster + torch.log_softmax(logits, dim=-1).unsqueeze(-2), dim=-1)
 
+    def value_given_cluster(self) -> torch.Tensor:
+        """p(v | c) as [clusters, values]: each row one cluster's distribution over values."""
+        return torch.softmax(self.cluster_map, dim=0).T
+
 
 def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
     """The task's knowledge as a torch layer; knowledge without a label is refused (the semantic

@@ -91,6 +91,7 @@ class ModelConfig:
     init: typing.Optional[str] = None  # a pretrain run directory whose backbone starts training
     pretrain: typing.Optional[str] = None  # a pretrain task file run (or reused) before training starts
     pretrain_overrides: list = field(default_factory=list)  # --set overrides of that pretrain task
+    pretrain_dir: typing.Optional[str] = None  # where model.pretrain's runs are kept (None: pretrained/ beside the run)
     options: dict = field(default_factory=dict)  # keyword options of the backbone (e.g. width, hidden, depth)
 
 
@@ -142,6 +143,7 @@ class TrainConfig:
     concept_labels: typing.Optional[int] = None  # exactly K labelled training images of each concept value
     map_epochs: int = 0  # first epochs: only a cluster -> concept value map trains on a frozen model.init backbone
     map_lr: float = 0.05  # learning rate of that map (it starts uniform and has only C x C entries)
+    map_balance: float = 0.0  # weight of a prior that the map gives every value an equal share of clusters
     keep_best: bool = False  # also keep best.pt: the checkpoint with the best validation label accuracy
     tensorboard: bool = False  # write TensorBoard event files into the run directory
     entropy_weight: float = 1.0  # for sl+entropy
@@ -514,6 +516,9 @@ _RANGES: dict[str, _Range] = {
     "train.concept_supervision": _FRACTION,
     "train.concept_labels": _AT_LEAST_ONE,
     "train.entropy_weight": _NON_NEGATIVE,
+    "train.map_epochs": _NON_NEGATIVE,
+    "train.map_lr": _POSITIVE,
+    "train.map_balance": _NON_NEGATIVE,
     "train.max_nonfinite_recoveries": _NON_NEGATIVE,
     "train.num_threads": _Range(1, hint="null keeps torch's default"),
     "gedi.generative": _NON_NEGATIVE,
@@ -593,7 +598,7 @@ def _check_options(where: _Where, key: str, options: dict, function, skip: int, 
 
 def _check_model(model: ModelConfig, where: _Where) -> None:
     _choose(where, "model.backbone", model.backbone, backbones.BACKBONE_NAMES, "backbone")
-    for key in ("init", "pretrain"):
+    for key in ("init", "pretrain", "pretrain_dir"):
         _not_empty(where, f"model.{key}", getattr(model, key))
     for index, item in enumerate(model.pretrain_overrides):
         key = f"model.pretrain_overrides[{index}]"
@@ -694,6 +699,9 @@ def _check(config: TaskConfig, where: _Where) -> None:
         value = _value_at(config, key)
         if value is not None and not rule.admits(value):
             raise where.error(key, f"{rule.describe()}, got {_show(value)}")
+    if config.train.map_balance and not config.train.map_epochs:
+        raise where.error("train.map_balance", "weighs a prior on the cluster -> value map, which only "
+                                               "train.map_epochs > 0 builds")
     sgld = config.gedi.sgld
     if not sgld.low < sgld.high:
         raise where.error("gedi.sgld.low", f"needs low < high (the SGLD box), got low {sgld.low:g}, "

@@ -26,7 +26,7 @@ from .config import TaskConfig, load_config
 from .data.tasks import allowed_support
 from .errors import NesyError
 from .evaluate import load_run, predict_split
-from .metrics import cluster_accuracy, confusion_matrix, macro_f1
+from .metrics import cluster_accuracy, confusion_matrix, macro_f1, nmi
 from .objectives.entropy import normalised_entropy
 from .runs import CONFIG, load_run_config, write_json
 from .tracking import Tracker
@@ -179,6 +179,7 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
                                           for p in range(true.shape[1])],
         "concept_macro_f1": macro_f1(flat_true, flat_predicted, size),
         "matched_concept_accuracy": matched,
+        "concept_nmi": nmi(flat_true, flat_predicted),
         "matched_concept_mapping": {str(domain[c]): domain[t] for c, t in sorted(matching.items()) if c < size},
         "concept_collapse": float(1.0 - len(np.unique(flat_predicted)) / size),
         "predicted_concept_values": [domain[i] for i in np.unique(flat_predicted).tolist()],
@@ -272,7 +273,7 @@ def _report(diagnosis: dict, values: list) -> str:
         lines.append("")
 
     metrics = ["examples", "label_accuracy", "concept_accuracy", "concept_macro_f1", "matched_concept_accuracy",
-               "concept_collapse", "mean_normalised_concept_entropy"]
+               "concept_nmi", "concept_collapse", "mean_normalised_concept_entropy"]
     lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |",
               "|---|" + "---:|" * len(names)]
     for metric in metrics:
@@ -357,7 +358,7 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
     if "test_ood" in results:
         diagnosis["label_accuracy_ood"] = results["test_ood"]["label_accuracy"]
         diagnosis["concept_accuracy_ood"] = results["test_ood"]["concept_accuracy"]
-    for key in ("concept_accuracy", "concept_macro_f1", "matched_concept_accuracy", "concept_collapse",
+    for key in ("concept_accuracy", "concept_macro_f1", "matched_concept_accuracy", "concept_nmi", "concept_collapse",
                 "mean_normalised_concept_entropy", "confusion_matrix", "concept_map", "concept_map_is_identity",
                 "concept_map_preserves_labels", "concept_map_is_shortcut", "concept_map_is_permutation"):
         diagnosis[key] = test[key]

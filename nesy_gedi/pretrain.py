@@ -13,26 +13,36 @@ with a NesyError; the checkpoint of the last completed epoch stays in the run di
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from . import engine, plots
 from .builders import PRETRAIN_KIND, build_model, load_pretrained_backbone
 from .clustering import as_input, cluster_metrics, energy_auroc, ood_auroc_by_class, predict
-from .config import TaskConfig
+from .config import TaskConfig, load_config, resolve_logic_path
+from .errors import ConfigError
 from .data.unlabeled import PretrainData, load_pretrain_data
 from .selfsup import SelfSupervised
+from .runs import CONFIG, FINAL, RunLock, RunLocked, read_manifest
 from .tracking import Tracker
 
-__all__ = ["PretrainData", "pretrain", "load_pretrain_data", "evaluate_epoch"]
+__all__ = ["PretrainData", "pretrain", "pretrained_backbone", "pretraining_key", "load_pretrain_data",
+           "evaluate_epoch"]
 
 
 def pretrain(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: str | None = None,
              device: str | None = None) -> dict:
-    """Pretrain `config.model.backbone` with `config.gedi.method`; returns final.json's content."""
+    """Pretrain `config.model.backbone` with `config.gedi.method`; returns final.json's content.
+    With `model.pretrain`, the pretraining it starts from runs first (or a finished one is
+    reused): a two-stage recipe is one task file."""
+    if config.model.pretrain and not resume:
+        config.model.init = str(pretrained_backbone(config, Path(run_dir), data_root, device))
     with engine.open_run(config, run_dir, PRETRAIN_KIND, resume, device) as run:
         data = load_pretrain_data(config, data_root)
         train_inputs = data.train.to(run.device)  # uint8 images stay uint8 until batched: 4x less memory
@@ -58,6 +68,89 @@ def pretrain(config: TaskConfig, run_dir: Path, resume: bool = False, data_root:
             recover=selfsup.reset_buffer, summary=lambda record: _summary(record, config),
             selection_metric="val_cluster_accuracy")
         return engine.fit(run, job)
+
+
+# ----------------------------------------------------------------------------- the pretraining store
+# Keys that say where and how a pretraining runs, not what it computes.
+_WHERE_KEYS = {"train": ("device", "num_threads", "progress", "tensorboard", "eval_batch_size"), "data": ("root",),
+               "model": ("pretrain_dir",)}
+_MAX_CHAIN = 8  # pretrainings started from pretrainings; more is a cycle or a mistake
+
+
+def pretraining_config(config: TaskConfig, chain: tuple = ()) -> TaskConfig:
+    """The pretraining `config.model.pretrain` names, resolved with `model.pretrain_overrides`
+    and, inherited from `config`, the seed and where and how it runs (the store included)."""
+    task = resolve_logic_path(config.model.pretrain, config.source)
+    if len(chain) >= _MAX_CHAIN or str(task.resolve()) in chain:
+        raise ConfigError(f"model.pretrain: {task} starts from itself through {len(chain)} pretrainings "
+                          "(a cycle of model.pretrain)", config.source)
+    inherited = [f"train.seed={config.train.seed}", f"train.progress={str(config.train.progress).lower()}",
+                 f"train.device={config.train.device}"]
+    if config.train.num_threads:
+        inherited.append(f"train.num_threads={config.train.num_threads}")
+    if config.model.pretrain_dir:
+        inherited.append(f"model.pretrain_dir={config.model.pretrain_dir}")
+    return load_config(task, [*config.model.pretrain_overrides, *inherited])
+
+
+def pretraining_key(pretrain_config: TaskConfig, chain: tuple = ()) -> str:
+    """A short hash of what a pretraining computes: its resolved config without where it runs
+    and without the keys left at their defaults, so that an option added to the toolkit later
+    (whose default keeps the old behaviour) does not orphan the pretrainings already finished.
+    A pretraining that starts from another (`model.pretrain`) hashes that one's key in its place."""
+    data = _without_defaults(pretrain_config.to_dict(), TaskConfig().to_dict())
+    for section, keys in _WHERE_KEYS.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    if pretrain_config.model.pretrain:
+        here = str(Path(pretrain_config.source).resolve()) if pretrain_config.source else ""
+        start = pretraining_config(pretrain_config, (*chain, here))
+        model = data["model"]
+        model.pop("init", None)  # filled in at run time from the stage it starts from
+        model.pop("pretrain_overrides", None)
+        model["pretrain"] = f"{start.name}-{pretraining_key(start, (*chain, here))}"
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_defaults(values: dict, defaults: dict) -> dict:
+    """The entries of `values` that differ from `defaults`; config sections (same keys on
+    both sides) are compared key by key, anything else as a whole."""
+    kept = {}
+    for key, value in values.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict) and value.keys() == default.keys() and value:
+            value = _without_defaults(value, default)
+            if value:
+                kept[key] = value
+        elif value != default:
+            kept[key] = value
+    return kept
+
+
+_MISSING = object()
+
+
+def pretrained_backbone(config: TaskConfig, run_dir: Path, data_root: str | None, device: str | None) -> Path:
+    """Run the pretraining `model.pretrain` names (a pretrain task file, with
+    `model.pretrain_overrides`) into <store>/<name>-<config hash>, or reuse the finished one
+    there; returns its run directory (the new `model.init`). The store is `model.pretrain_dir`,
+    by default `pretrained/` beside the run, so that runs written side by side (seeds,
+    variants, tasks on the same images) share one pretraining per seed."""
+    store = Path(config.model.pretrain_dir) if config.model.pretrain_dir else Path(run_dir).parent / "pretrained"
+    store = store.resolve()
+    config_with_store = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrain_dir=str(store)))
+    pretrain_config = pretraining_config(config_with_store)
+    folder = store / f"{pretrain_config.name}-{pretraining_key(pretrain_config)}"
+    while True:  # runs started side by side share it: the first one writes it, the others wait
+        RunLock(folder).wait()
+        if (folder / FINAL).exists() and read_manifest(folder).get("kind") == PRETRAIN_KIND:
+            return folder
+        try:
+            pretrain(pretrain_config, folder, resume=(folder / CONFIG).exists(), data_root=data_root,
+                     device=device)
+            return folder
+        except RunLocked:
+            continue  # another process took it between the two checks
 
 
 def _summary(record: dict, config: TaskConfig) -> str:

@@ -119,6 +119,10 @@ def is_evaluation_epoch(epoch: int, total_epochs: int, every: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- the directory
+class RunLocked(NesyError):
+    """Another process holds the run directory's lock."""
+
+
 class RunLock:
     """An exclusive lock on a run directory for as long as a process writes it."""
 
@@ -135,7 +139,7 @@ class RunLock:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise NesyError(f"the run directory is being written by {owner}; wait for it to finish or "
+            raise RunLocked(f"the run directory is being written by {owner}; wait for it to finish or "
                             "choose another --out", str(self.path.parent)) from None
         handle.seek(0)
         handle.truncate()
@@ -143,6 +147,14 @@ class RunLock:
         handle.flush()
         self.handle = handle
         return self
+
+    def wait(self) -> None:
+        """Block while another process writes the run (returns at once if none does)."""
+        if not self.path.exists():
+            return
+        with open(self.path, "a+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
     def release(self) -> None:
         if self.handle is not None:

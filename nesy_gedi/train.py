@@ -14,7 +14,6 @@ and the loss of a batch. Training modes (train.mode):
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -24,15 +23,15 @@ import yaml
 from . import engine
 from .builders import TRAIN_KIND, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
-from .config import TaskConfig, load_config, resolve_logic_path
+from .config import TaskConfig
 from .data.augment import build_augment
 from .data.images import resolve_data_root
 from .data.tasks import build_task_data
 from .evaluate import evaluate_split
 from .objectives.entropy import concept_entropy_loss
 from .objectives.semantic import semantic_loss
-from .pretrain import pretrain
-from .runs import FINAL, read_manifest
+from .pretrain import pretrained_backbone
+from .runs import read_manifest
 from .selfsup import SelfSupervised
 
 SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
@@ -91,6 +90,12 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                 if mode == "sl+entropy":
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
                     total = total + terms["entropy"]
+                if config.train.map_balance:
+                    # Over equally frequent clusters (as GEDI's prior trains them) every value gets an
+                    # equal share: a map that merges values is penalised, a permutation is not.
+                    terms["map_balance"] = config.train.map_balance * concept_entropy_loss(
+                        perception.value_given_cluster())
+                    total = total + terms["map_balance"]
             if selfsup is not None and (phase(epoch) == "pretrain" or (phase(epoch) == "train" and mode != "gedi->sl")):
                 weight = 1.0 if phase(epoch) == "pretrain" else config.gedi.weight
                 self_terms = selfsup.losses(perception.backbone, images.flatten(0, 1), generator)
@@ -116,38 +121,6 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             summary=_summary, unused_parameters=map_epochs > 0,
             learning_rates={perception.cluster_map: config.train.map_lr} if map_epochs > 0 else {})
         return engine.fit(run, job)
-
-
-# Keys that say where and how a pretraining runs, not what it computes.
-_WHERE_KEYS = {"train": ("device", "num_threads", "progress", "tensorboard", "eval_batch_size"), "data": ("root",)}
-
-
-def pretraining_key(pretrain_config: TaskConfig) -> str:
-    """A short hash of what a pretraining computes (its resolved config, without where it runs)."""
-    data = pretrain_config.to_dict()
-    for section, keys in _WHERE_KEYS.items():
-        for key in keys:
-            data[section].pop(key, None)
-    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def pretrained_backbone(config: TaskConfig, run_dir: Path, data_root: str | None, device: str | None) -> Path:
-    """Run the pretraining `model.pretrain` names (a pretrain task file, with
-    `model.pretrain_overrides`) into runs/.../pretrained/<name>-<config hash> beside the train
-    run, or reuse the finished one there; returns its run directory (the new `model.init`)."""
-    task = resolve_logic_path(config.model.pretrain, config.source)
-    # The train run's seed, and where and how it runs (not part of the pretraining's hash).
-    inherited = [f"train.seed={config.train.seed}", f"train.progress={str(config.train.progress).lower()}",
-                 f"train.device={config.train.device}"]
-    if config.train.num_threads:
-        inherited.append(f"train.num_threads={config.train.num_threads}")
-    pretrain_config = load_config(task, [*config.model.pretrain_overrides, *inherited])
-    folder = run_dir.parent / "pretrained" / f"{pretrain_config.name}-{pretraining_key(pretrain_config)}"
-    if (folder / FINAL).exists() and read_manifest(folder).get("kind") == "pretrain":
-        return folder
-    resume = (folder / "config.yaml").exists()
-    pretrain(pretrain_config, folder, resume=resume, data_root=data_root, device=device)
-    return folder
 
 
 def _summary(record: dict) -> str:

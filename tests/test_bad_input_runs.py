@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,20 @@ def test_a_run_directory_locked_by_another_process_is_refused(mnist_root, tmp_pa
     code, _, err = _cli(capsys, _train_args(run_dir, mnist_root))  # the holder is gone: the run goes ahead
     assert code == 0, err
     assert (run_dir / CHECKPOINT).is_file()
+
+
+def test_waiting_for_a_run_blocks_until_its_writer_lets_go(tmp_path):
+    RunLock(tmp_path / "never_started").wait()  # nothing to wait for
+    assert not (tmp_path / "never_started").exists()
+    lock = RunLock(tmp_path / "run").acquire()
+    waiter = threading.Thread(target=RunLock(tmp_path / "run").wait)
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # still held
+    lock.release()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    RunLock(tmp_path / "run").acquire().release()  # waiting took no lock of its own
 
 
 @pytest.mark.mnist

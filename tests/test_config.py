@@ -211,6 +211,24 @@ def test_every_range_names_a_real_number_field():
         assert value is None or isinstance(value, (int, float)), key
 
 
+def test_every_number_field_has_a_range():
+    def number_keys(section, prefix):
+        for item in dataclasses.fields(section):
+            value, key = getattr(section, item.name), f"{prefix}{item.name}"
+            if dataclasses.is_dataclass(value):
+                yield from number_keys(value, key + ".")
+            elif item.type in ("int", "float", "typing.Optional[int]", "typing.Optional[float]"):
+                yield key
+
+    unranged = set(number_keys(TaskConfig(), "")) - set(config_module._RANGES)
+    assert unranged == {"gedi.sgld.low", "gedi.sgld.high"}  # checked together: low < high
+    for key, value in (("train.map_epochs", -1), ("train.map_lr", 0), ("train.map_balance", -0.5)):
+        with pytest.raises(ConfigError, match=key):
+            load_config(ADDITION, [f"{key}={value}"])
+    with pytest.raises(ConfigError, match="train.map_balance: weighs a prior on the cluster -> value map"):
+        load_config(ADDITION, ["train.map_balance=1"])
+
+
 def test_every_backbone_and_augmentation_is_known_to_the_checks():
     assert set(config_module._BACKBONE_CLASSES) == set(BACKBONE_NAMES)
     assert set(config_module._AUGMENT_PROBES) == set(AUGMENT_NAMES)

@@ -128,6 +128,7 @@ def test_metrics_of_permuted_perfect_predictors():
     assert shortcut["concept_accuracy"] == 0.0
     assert shortcut["matched_concept_accuracy"] == 1.0
     assert shortcut["concept_macro_f1"] == 0.0
+    assert shortcut["concept_nmi"] == pytest.approx(1.0)  # names wrong, partition right
     assert shortcut["concept_map_is_shortcut"] and not shortcut["concept_map_is_identity"]
     assert shortcut["concept_map_is_permutation"]
     assert [row["predicted"] for row in shortcut["concept_map"]] == SHIFT_BY_FIVE.tolist()
@@ -148,6 +149,7 @@ def test_metrics_of_permuted_perfect_predictors():
                                     None)["concept_map_is_shortcut"]
     collapsed = diagnose_predictions(_synthetic_predictions(circuit, concepts, np.full(10, 5)), circuit, support)
     assert collapsed["concept_collapse"] == pytest.approx(0.9)
+    assert collapsed["concept_nmi"] == pytest.approx(0.0, abs=1e-12)  # one value says nothing about the digit
     assert not collapsed["concept_map_is_permutation"] and broken["concept_map_is_permutation"]
     assert collapsed["matched_concept_accuracy"] >= collapsed["concept_accuracy"]
 

@@ -3,6 +3,7 @@ resumed ends exactly as an uninterrupted one; run-directory checks; non-finite s
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from nesy_gedi import engine
 from nesy_gedi.builders import Perception
 from nesy_gedi.config import TRAINING_MODES, load_config
 from nesy_gedi.errors import NesyError
+from nesy_gedi.objectives.entropy import concept_entropy_loss
 from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, read_metrics
+from nesy_gedi.pretrain import _without_defaults, pretraining_key
 from nesy_gedi.train import train
 from killing import kill_at_batch
 
@@ -134,12 +137,38 @@ def test_the_cluster_map_starts_uniform_and_a_frozen_backbone_gets_no_gradient()
     assert backbone.weight.grad is None and perception.cluster_map.grad is not None
 
 
+def test_the_pretraining_key_ignores_where_it_runs_and_keys_left_at_their_defaults():
+    task = ROOT / "tasks" / "gedi_mnist_nogen.yaml"
+    key = pretraining_key(load_config(task))
+    # Where and how it runs, and values restated at their defaults, name the same pretraining.
+    assert pretraining_key(load_config(task, ["train.num_threads=1", "train.device=cpu", "train.progress=false",
+                                              "gedi.generative=1.0"])) == key
+    for changed in ("train.seed=1", "gedi.prior=1.0", "gedi.augment_options={}", "data.val_examples=null"):
+        assert pretraining_key(load_config(task, [changed])) != key, changed
+    # An option the toolkit adds later, at a default that keeps the old behaviour, keeps old keys.
+    defaults = {"a": 1, "section": {"x": 1, "y": 3, "added": None}, "options": {}}
+    assert _without_defaults({"a": 1, "section": {"x": 1, "y": 2, "added": None}, "options": {"k": 1}},
+                             defaults) == {"section": {"y": 2}, "options": {"k": 1}}
+
+
+def test_the_map_balance_prior_penalises_merged_values_not_permutations():
+    perception = Perception(torch.nn.Linear(4, 3), 3, cluster_map=True)
+    with torch.no_grad():
+        perception.cluster_map.copy_(50.0 * torch.eye(3)[[2, 0, 1]])  # a permutation, sharp
+    assert float(concept_entropy_loss(perception.value_given_cluster())) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # clusters 0 and 1 both mean value 0, cluster 2 means value 2
+        perception.cluster_map.copy_(50.0 * torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    shares = torch.tensor([2 / 3, 1 / 3])
+    expected = 1.0 - float(-(shares * shares.log()).sum()) / math.log(3)
+    assert float(concept_entropy_loss(perception.value_given_cluster())) == pytest.approx(expected, abs=1e-6)
+
+
 @pytest.mark.mnist
 def test_a_task_naming_its_pretraining_runs_it_once_then_reuses_it(mnist_root, tmp_path):
     pretraining = ["data.train_examples=64", "data.test_examples=50", "data.ood_dataset=null",
                    "train.epochs=1", "train.batch_size=32", "train.progress=false", "gedi.method=no-gen"]
     overrides = TINY + [f"model.pretrain={ROOT / 'tasks' / 'gedi_mnist.yaml'}", "train.map_epochs=1",
-                        "model.pretrain_overrides=[" + ", ".join(pretraining) + "]"]
+                        "train.map_balance=1.0", "model.pretrain_overrides=[" + ", ".join(pretraining) + "]"]
     config = load_config(ADDITION, overrides)
     train(config, tmp_path / "first", data_root=str(mnist_root))
     [folder] = (tmp_path / "pretrained").iterdir()
@@ -148,9 +177,14 @@ def test_a_task_naming_its_pretraining_runs_it_once_then_reuses_it(mnist_root, t
     assert Path(recorded.model.init) == folder
     phases = [r["phase"] for r in _epochs(tmp_path / "first")]
     assert phases == ["map", "train", "train"]
+    assert all(math.isfinite(r["train_map_balance"]) for r in _epochs(tmp_path / "first"))  # the term ran
     written = (folder / FINAL).stat().st_mtime_ns
     train(load_config(ADDITION, overrides), tmp_path / "second", data_root=str(mnist_root))
     assert (folder / FINAL).stat().st_mtime_ns == written and len(list((tmp_path / "pretrained").iterdir())) == 1
     other_seed = load_config(ADDITION, overrides + ["train.seed=1"])
     train(other_seed, tmp_path / "third", data_root=str(mnist_root))
     assert len(list((tmp_path / "pretrained").iterdir())) == 2  # one backbone per seed: independent samples
+    shared_store = load_config(ADDITION, overrides + [f"model.pretrain_dir={tmp_path / 'pretrained'}"])
+    train(shared_store, tmp_path / "elsewhere" / "run", data_root=str(mnist_root))
+    assert not (tmp_path / "elsewhere" / "pretrained").exists() and (folder / FINAL).stat().st_mtime_ns == written
+    assert Path(load_config(tmp_path / "elsewhere" / "run" / "config.yaml").model.init) == folder

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import numpy as np
 from matplotlib import image as mpimg
@@ -395,3 +396,34 @@ def test_task_files_load(name):
     backbone = build_model(config.model, sample_shape)
     SelfSupervised.from_config(config.gedi, sample_shape, config.model.num_clusters)
     assert backbone(torch.zeros(2, *sample_shape)).shape == (2, config.model.num_clusters)
+
+
+def test_a_pretraining_naming_its_first_stage_runs_both_and_reuses_the_first(tmp_path, no_plots):
+    first = _moons(epochs=1)
+    first["name"] = "moons_stage1"
+    first["gedi"]["method"] = "no-gen"
+    (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(first))
+    second = _moons(epochs=1, lr=0.0005)
+    second["name"] = "moons_stage2"
+    second["model"]["pretrain"] = str(tmp_path / "stage1.yaml")
+    (tmp_path / "stage2.yaml").write_text(yaml.safe_dump(second))
+
+    final = pretrain(load_config(tmp_path / "stage2.yaml"), tmp_path / "runs" / "two_stage")
+    [stage1] = (tmp_path / "runs" / "pretrained").iterdir()
+    assert stage1.name.startswith("moons_stage1-") and (stage1 / "final.json").exists()
+    assert load_config(tmp_path / "runs" / "two_stage" / "config.yaml").model.init == str(stage1)
+    assert final["epochs"] == 1
+    written = (stage1 / "final.json").stat().st_mtime_ns
+    pretrain(load_config(tmp_path / "stage2.yaml", ["train.lr=0.001"]), tmp_path / "runs" / "other_stage2")
+    assert (stage1 / "final.json").stat().st_mtime_ns == written  # stage 1 reused, not rerun
+
+    # The second stage's key follows what its first stage computes, not the file's name.
+    key = pretrain_module.pretraining_key(load_config(tmp_path / "stage2.yaml"))
+    first["train"]["lr"] = 0.01
+    (tmp_path / "stage1.yaml").write_text(yaml.safe_dump(first))
+    assert pretrain_module.pretraining_key(load_config(tmp_path / "stage2.yaml")) != key
+
+    second["model"]["pretrain"] = str(tmp_path / "stage2.yaml")  # starts from itself
+    (tmp_path / "stage2.yaml").write_text(yaml.safe_dump(second))
+    with pytest.raises(ConfigError, match="model.pretrain: .*starts from itself"):
+        pretrain_module.pretraining_key(load_config(tmp_path / "stage2.yaml"))
