@@ -98,18 +98,26 @@ def pretraining_key(pretrain_config: TaskConfig, chain: tuple = ()) -> str:
     and without the keys left at their defaults, so that an option added to the toolkit later
     (whose default keeps the old behaviour) does not orphan the pretrainings already finished.
     A pretraining that starts from another (`model.pretrain`) hashes that one's key in its place."""
-    data = _without_defaults(pretrain_config.to_dict(), TaskConfig().to_dict())
+    data = pretraining_fields(pretrain_config, chain)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def pretraining_fields(pretrain_config: TaskConfig, chain: tuple = ()) -> dict:
+    """What `pretraining_key` hashes."""
+    data, defaults = pretrain_config.to_dict(), TaskConfig().to_dict()
     for section, keys in _WHERE_KEYS.items():
         for key in keys:
-            data.get(section, {}).pop(key, None)
+            data[section].pop(key, None)
+            defaults[section].pop(key, None)
+    data = _without_defaults(data, defaults)
     if pretrain_config.model.pretrain:
         here = str(Path(pretrain_config.source).resolve()) if pretrain_config.source else ""
         start = pretraining_config(pretrain_config, (*chain, here))
-        model = data["model"]
+        model = data.setdefault("model", {})
         model.pop("init", None)  # filled in at run time from the stage it starts from
         model.pop("pretrain_overrides", None)
         model["pretrain"] = f"{start.name}-{pretraining_key(start, (*chain, here))}"
-    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
+    return data
 
 
 def _without_defaults(values: dict, defaults: dict) -> dict:

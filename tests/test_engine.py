@@ -15,7 +15,7 @@ from nesy_gedi.config import TRAINING_MODES, load_config
 from nesy_gedi.errors import NesyError
 from nesy_gedi.objectives.entropy import concept_entropy_loss
 from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, read_metrics
-from nesy_gedi.pretrain import _without_defaults, pretraining_key
+from nesy_gedi.pretrain import _without_defaults, pretraining_fields, pretraining_key
 from nesy_gedi.train import train
 from killing import kill_at_batch
 
@@ -143,8 +143,13 @@ def test_the_pretraining_key_ignores_where_it_runs_and_keys_left_at_their_defaul
     # Where and how it runs, and values restated at their defaults, name the same pretraining.
     assert pretraining_key(load_config(task, ["train.num_threads=1", "train.device=cpu", "train.progress=false",
                                               "gedi.generative=1.0"])) == key
+    assert pretraining_key(load_config(task, ["model.pretrain_dir=elsewhere"])) == key  # a section of where-keys only
     for changed in ("train.seed=1", "gedi.prior=1.0", "gedi.augment_options={}", "data.val_examples=null"):
         assert pretraining_key(load_config(task, [changed])) != key, changed
+    # Only what differs from the defaults is hashed, key by key within each section.
+    fields = pretraining_fields(load_config(task, ["train.num_threads=1", "model.pretrain_dir=elsewhere"]))
+    assert fields["train"] == {"epochs": 80, "batch_size": 256, "lr_schedule": "cosine", "eval_every": 5}
+    assert "model" not in fields and fields["gedi"]["method"] == "no-gen" and "generative" not in fields["gedi"]
     # An option the toolkit adds later, at a default that keeps the old behaviour, keeps old keys.
     defaults = {"a": 1, "section": {"x": 1, "y": 3, "added": None}, "options": {}}
     assert _without_defaults({"a": 1, "section": {"x": 1, "y": 2, "added": None}, "options": {"k": 1}},
