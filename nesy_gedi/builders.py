@@ -29,15 +29,23 @@ class Perception(nn.Module):
     tearing the clusters apart (see `train.map_epochs`).
     """
 
-    def __init__(self, backbone: nn.Module, num_outputs: int, cluster_map: bool = False):
+    def __init__(self, backbone: nn.Module, num_outputs: int, cluster_map: bool = False,
+                 temperature: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.cluster_map = nn.Parameter(torch.zeros(num_outputs, num_outputs)) if cluster_map else None
+        # The posterior a clustering was trained with, softmax(f / T): read at T = 1, a backbone
+        # pretrained at T = 0.1 looks nearly uniform (mean top probability 0.33 instead of 0.99).
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    # Checkpoints written before the temperature was kept read their backbone at T = 1
+    # (runs.load_weights fills these in).
+    state_added_later = {"temperature": torch.tensor(1.0)}
 
     def forward(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
         batch, positions = images.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_backbone):
-            logits = self.backbone(images.flatten(0, 1))
+            logits = self.backbone(images.flatten(0, 1)) / self.temperature
         logits = logits.view(batch, positions, -1)
         if self.cluster_map is None:
             return logits
@@ -91,9 +99,11 @@ def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, sample_shape
     """The perception network of a `train` run; `model.init` supplies its starting weights
     unless `initialise` is False (a checkpoint will)."""
     backbone = build_model(config.model, sample_shape, circuit.concept_domain_size)
+    temperature = 1.0
     if config.model.init and initialise:
-        load_pretrained_backbone(config.model.init, backbone)
-    return Perception(backbone, circuit.concept_domain_size, cluster_map=config.train.map_epochs > 0)
+        temperature = load_pretrained_backbone(config.model.init, backbone)["temperature"]
+    return Perception(backbone, circuit.concept_domain_size, cluster_map=config.train.map_epochs > 0,
+                      temperature=temperature)
 
 
 def backbone_state(checkpoint: dict, path: Path) -> dict:
@@ -127,5 +137,18 @@ def load_pretrained_backbone(run_dir: str | Path, backbone: nn.Module) -> dict:
     load_weights(backbone, backbone_state(checkpoint, run_dir), run_dir / CHECKPOINT, "this backbone")
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
     gedi = config.get("gedi") if isinstance(config.get("gedi"), dict) else {}
-    return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"), "method": gedi.get("method")}
+    return {**read_manifest(run_dir), "epoch": checkpoint.get("epoch"), "method": gedi.get("method"),
+            "temperature": _posterior_temperature(checkpoint)}
+
+
+def _posterior_temperature(checkpoint: dict) -> float:
+    """The T of the posterior softmax(f / T) a checkpoint's backbone was trained with: a
+    clustering's gedi.temperature, a train run's own reading of its backbone, else 1."""
+    if checkpoint.get("kind") == TRAIN_KIND and isinstance(checkpoint.get("weights"), dict):
+        value = checkpoint["weights"].get("temperature")
+        return float(value) if isinstance(value, torch.Tensor) and value.numel() == 1 else 1.0
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    gedi = config.get("gedi") if isinstance(config.get("gedi"), dict) else {}
+    value = gedi.get("temperature", 1.0)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 1.0
 

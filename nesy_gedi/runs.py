@@ -321,6 +321,10 @@ def load_weights(module: torch.nn.Module, state, path: Path, what: str = "the mo
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise NesyError(f"checkpoint holds no weights for {what}", str(path))
     own = module.state_dict()
+    state = dict(state)
+    for name, part in module.named_modules():  # entries added to a module after older checkpoints
+        for key, default in getattr(part, "state_added_later", {}).items():
+            state.setdefault(f"{name}.{key}" if name else key, default.clone())
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     resized = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

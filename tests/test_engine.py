@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from nesy_gedi import engine
-from nesy_gedi.builders import Perception
+from nesy_gedi.builders import Perception, _posterior_temperature
 from nesy_gedi.config import TRAINING_MODES, load_config
 from nesy_gedi.errors import NesyError
 from nesy_gedi.objectives.entropy import concept_entropy_loss
-from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, read_metrics
+from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, load_weights, read_metrics
 from nesy_gedi.pretrain import _without_defaults, pretraining_fields, pretraining_key
 from nesy_gedi.train import train
 from killing import kill_at_batch
@@ -130,7 +130,7 @@ def test_the_cluster_map_starts_uniform_and_a_frozen_backbone_gets_no_gradient()
     with torch.no_grad():
         perception.cluster_map.copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]))
     log_probs = perception(images, frozen_backbone=True)
-    cluster = torch.softmax(backbone(images), dim=-1).detach()
+    cluster = torch.softmax(backbone(images), dim=-1).detach()  # temperature 1 by default
     mixing = torch.softmax(perception.cluster_map.detach(), dim=0)  # p(value | cluster), columns sum to 1
     assert torch.allclose(log_probs.exp(), cluster @ mixing.T, atol=1e-6)
     log_probs.sum().backward()
@@ -154,6 +154,25 @@ def test_the_pretraining_key_ignores_where_it_runs_and_keys_left_at_their_defaul
     defaults = {"a": 1, "section": {"x": 1, "y": 3, "added": None}, "options": {}}
     assert _without_defaults({"a": 1, "section": {"x": 1, "y": 2, "added": None}, "options": {"k": 1}},
                              defaults) == {"section": {"y": 2}, "options": {"k": 1}}
+
+
+def test_a_clustering_is_read_with_the_posterior_it_was_trained_with():
+    backbone = torch.nn.Linear(4, 3)
+    perception = Perception(backbone, 3, cluster_map=True, temperature=0.1)
+    with torch.no_grad():
+        perception.cluster_map.copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]))
+    images = torch.randn(5, 2, 4)
+    cluster = torch.softmax(backbone(images) / 0.1, dim=-1)  # the clustering's own p(c | x)
+    expected = cluster @ torch.softmax(perception.cluster_map, dim=0).T
+    assert torch.allclose(perception(images).exp(), expected.detach(), atol=1e-6)
+    # The temperature is the pretraining's gedi.temperature, or a train run's own.
+    assert _posterior_temperature({"kind": "pretrain", "config": {"gedi": {"temperature": 0.1}}}) == 0.1
+    assert _posterior_temperature({"kind": "train", "weights": perception.state_dict()}) == pytest.approx(0.1)
+    assert _posterior_temperature({"kind": "train", "weights": {}}) == 1.0
+    # A checkpoint from before the temperature was kept loads, read at T = 1 as it was trained.
+    older = {k: v for k, v in perception.state_dict().items() if k != "temperature"}
+    load_weights(perception, older, Path("checkpoint.pt"))
+    assert float(perception.temperature) == 1.0
 
 
 def test_the_map_balance_prior_penalises_merged_values_not_permutations():
