@@ -144,6 +144,7 @@ class TrainConfig:
     map_epochs: int = 0  # first epochs: only a cluster -> concept value map trains on a frozen model.init backbone
     map_lr: float = 0.05  # learning rate of that map (it starts uniform and has only C x C entries)
     map_balance: float = 0.0  # weight of a prior that the map gives every value an equal share of clusters
+    map_search: bool = False  # start the map at the one-to-one naming that explains most labels (exact search)
     keep_best: bool = False  # also keep best.pt: the checkpoint with the best validation label accuracy
     tensorboard: bool = False  # write TensorBoard event files into the run directory
     entropy_weight: float = 1.0  # for sl+entropy
@@ -699,6 +700,9 @@ def _check(config: TaskConfig, where: _Where) -> None:
         value = _value_at(config, key)
         if value is not None and not rule.admits(value):
             raise where.error(key, f"{rule.describe()}, got {_show(value)}")
+    if config.train.map_search and not config.train.map_epochs:
+        raise where.error("train.map_search", "names the clusters in the cluster -> value map, which only "
+                                              "train.map_epochs > 0 builds")
     if config.train.map_balance and not config.train.map_epochs:
         raise where.error("train.map_balance", "weighs a prior on the cluster -> value map, which only "
                                                "train.map_epochs > 0 builds")

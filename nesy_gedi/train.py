@@ -14,6 +14,7 @@ and the loss of a batch. Training modes (train.mode):
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import engine
-from .builders import TRAIN_KIND, build_circuit, build_perception
+from .builders import TRAIN_KIND, Perception, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
 from .config import TaskConfig
 from .data.augment import build_augment
@@ -33,6 +34,7 @@ from .objectives.semantic import semantic_loss
 from .pretrain import pretrained_backbone
 from .runs import read_manifest
 from .selfsup import SelfSupervised
+from .shortcuts import best_naming
 
 SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
 
@@ -65,6 +67,8 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         observed = train_set.observed
         pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
         map_epochs = config.train.map_epochs
+        if config.train.map_search and not run.has_checkpoint:
+            name_clusters(perception, circuit, train_set, config.train.eval_batch_size, run)
 
         def phase(epoch: int) -> str:
             if epoch <= pretrain_epochs:
@@ -121,6 +125,37 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
             summary=_summary, unused_parameters=map_epochs > 0,
             learning_rates={perception.cluster_map: config.train.map_lr} if map_epochs > 0 else {})
         return engine.fit(run, job)
+
+
+def name_clusters(perception: Perception, circuit: KnowledgeCircuit, train_set, batch_size: int, run) -> None:
+    """Start the cluster -> value map at the one-to-one naming that explains the most training
+    labels (and names the labelled images right), found exactly (`shortcuts.best_naming`) from
+    the frozen backbone's clusters; the map phase and the joint training then refine it."""
+    clusters, was_training = [], perception.training
+    perception.eval()
+    with torch.no_grad():
+        for start in range(0, len(train_set), batch_size):
+            images = train_set.batch(torch.arange(start, min(start + batch_size, len(train_set))))[0]
+            clusters.append(perception.backbone(images.flatten(0, 1).to(run.device)).argmax(-1)
+                            .view(images.shape[0], -1).cpu())
+    perception.train(was_training)
+    clusters = torch.cat(clusters).numpy()
+    concepts, labels = train_set.concepts.numpy(), train_set.labels.numpy()
+    labelled = None
+    if train_set.observed is not None:
+        seen = train_set.observed.numpy()
+        labelled = (clusters[seen], concepts[seen])
+    naming, found = best_naming(circuit, clusters, labels, labelled)
+    device = perception.cluster_map.device
+    positions = circuit.concept_positions(torch.as_tensor(naming, device=device))
+    with torch.no_grad():  # p(named value | cluster) = 0.99, the rest shared: the map can still move
+        rest = 0.01 / (len(naming) - 1)
+        perception.cluster_map.copy_(torch.full_like(perception.cluster_map, math.log(rest)))
+        perception.cluster_map[positions, torch.arange(len(naming), device=device)] = math.log(0.99)
+    run.log(f"clusters named {' '.join(map(str, naming.tolist()))} (cluster 0, 1, ...): "
+            f"{100 * found['labels_explained']:.1f} % of the training labels explained "
+            f"(next best naming {100 * found['runner_up_labels_explained']:.1f} %)"
+            + (f", {found['labelled_right']} of {len(labelled[0])} labelled images named right" if labelled else ""))
 
 
 def _summary(record: dict) -> str:

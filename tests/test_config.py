@@ -227,6 +227,8 @@ def test_every_number_field_has_a_range():
             load_config(ADDITION, [f"{key}={value}"])
     with pytest.raises(ConfigError, match="train.map_balance: weighs a prior on the cluster -> value map"):
         load_config(ADDITION, ["train.map_balance=1"])
+    with pytest.raises(ConfigError, match="train.map_search: names the clusters in the cluster -> value map"):
+        load_config(ADDITION, ["train.map_search=true"])
 
 
 def test_every_backbone_and_augmentation_is_known_to_the_checks():
