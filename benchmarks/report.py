@@ -514,9 +514,12 @@ TASK_NAMES = {"mnist_evenodd": "MNIST-EvenOdd", "mnist_carry": "MNIST-Carry",
               "mnist_addition_small_from_gedi": "small-data MNIST-addition (100 pairs)",
               "mnist_addition_small": "small-data MNIST-addition (300 pairs)"}
 VARIANT_NAMES = {"": "", "pretrained": "no-gen backbone, `model.init` alone",
-                 "pretrained+map": "no-gen backbone + map phase",
-                 "pretrained+map+balance": "no-gen backbone + map phase + `train.map_balance`",
-                 "balance": "the task file + `train.map_balance=1`", "init": "its backbone, no map phase",
+                 "pretrained+map": "no-gen backbone + gradient map phase",
+                 "pretrained+map+balance": "no-gen backbone + gradient map phase + `train.map_balance`",
+                 "pretrained+search": "no-gen backbone + `train.map_search`",
+                 "gedi+search": "GEDI backbone (two-stage) + `train.map_search`",
+                 "search": "the task file + `train.map_search`", "init": "its backbone, no map phase",
+                 "gedi-search": "GEDI backbone (two-stage) + `train.map_search`",
                  "scratch": "from scratch", "scratch+augment": "from scratch, `train.augment=digits`"}
 
 
@@ -562,17 +565,19 @@ def pretrained_perception_claim() -> list[str]:
         return (f"{stat(entry['concept_accuracy'])} / {stat(entry['label_accuracy'])} / "
                 f"{stat(entry.get('label_accuracy_ood'))}; {_shortcut_runs(entry)}")
 
-    for mode, variant, label in (("sl", "", "`sl`"), ("sl+entropy", "", "`sl+entropy`"),
-                                 ("sl", "pretrained+map", "no-gen backbone + map phase"),
-                                 ("sl", "pretrained+map+balance",
-                                  "no-gen backbone + map phase + `train.map_balance` (target: ≥ 95, no shortcut)")):
+    for mode, variant in (("sl", ""), ("sl+entropy", ""), ("sl", "pretrained"), ("sl", "pretrained+search"),
+                          ("sl", "gedi+search")):
+        label = f"`{mode}`" if not variant else VARIANT_NAMES[variant]
+        if variant == "pretrained+search":
+            label += " (target: ≥ 95, no shortcut)"
         add("mnist_carry", mode, variant, 0, f"MNIST-Carry (345 shortcuts, all merge digits), K = 0, {label}",
             concepts_ood, triple)
-    for mode, variant, k, label in (("sl", "", 1, "`sl`, K = 1"),
-                                    ("sl", "pretrained+map+balance", 0, "no-gen backbone + map + balance, K = 0"),
-                                    ("sl", "pretrained+map+balance", 1,
-                                     "no-gen backbone + map + balance, K = 1 (target: ≥ 95 / ≥ 99 / ≥ 90)")):
-        add("mnist_evenodd", mode, variant, k, f"MNIST-EvenOdd (35 shortcuts, 1 a permutation), {label}",
+    for variant, k in (("", 1), ("pretrained+map+balance", 1), ("pretrained+search", 0), ("pretrained+search", 1),
+                       ("gedi+search", 1)):
+        label = (f"`sl`" if not variant else VARIANT_NAMES[variant]) + f", K = {k}"
+        if (variant, k) == ("pretrained+search", 1):
+            label += " (target: ≥ 95 / ≥ 99 / ≥ 90)"
+        add("mnist_evenodd", "sl", variant, k, f"MNIST-EvenOdd (35 shortcuts, 1 a permutation), {label}",
             concepts_ood, triple)
     reached = sorted(e["concept_labels"] for e in data.get("table", [])
                      if e["task"] == "mnist_evenodd" and e["mode"] == "sl" and not e.get("variant")
@@ -582,11 +587,14 @@ def pretrained_perception_claim() -> list[str]:
             f"MNIST-EvenOdd, `sl`: the smallest K of {{0, 1, 5, 10, 20, 50}} reaching 95 %: K = {reached[0]}",
             concepts_ood, triple)
     for task, shortcuts in (("mnist_difference_mod10", 9), ("mnist_product_mod10", 3)):
-        for variant, label in (("", "`sl`"), ("pretrained+map+balance", "no-gen backbone + map + balance")):
-            add(task, "sl", variant, 1, f"{TASK_NAMES[task]} ({shortcuts} shortcuts, all permutations), K = 1, {label}",
+        for variant, k in (("", 1), ("pretrained+search", 0), ("pretrained+search", 1)):
+            label = (f"`sl`" if not variant else VARIANT_NAMES[variant]) + f", K = {k}"
+            add(task, "sl", variant, k, f"{TASK_NAMES[task]} ({shortcuts} shortcuts, all permutations), {label}",
                 concepts_ood, triple)
-    for variant in ("scratch", "scratch+augment", "init", "", "balance"):
-        label = VARIANT_NAMES[variant] or "the task file as it is: its pretraining + 10 map epochs (target: ≥ 95)"
+    for variant in ("scratch", "scratch+augment", "init", "", "search", "gedi-search"):
+        label = VARIANT_NAMES[variant] or "the task file as it is: its no-gen pretraining + 10 map epochs"
+        if variant == "search":
+            label += " (target: ≥ 95)"
         add("mnist_addition_small_from_gedi", "sl", variant, 0,
             f"small-data MNIST-addition (100 pairs, `tasks/mnist_addition_small_from_gedi.yaml`), {label}",
             "digit (concept) accuracy, %", lambda e: stat(e["concept_accuracy"]))
@@ -609,7 +617,22 @@ def pretrained_perception_claim() -> list[str]:
                if figure.exists() else []))
 
 
-PRETRAINED_PERCEPTION_NOTE = "(written after the table's runs)"
+PRETRAINED_PERCEPTION_NOTE = (
+    "Backbones are label-free and one per seed: GEDI's no-gen ablation (`tasks/gedi_mnist_nogen.yaml`, 80 "
+    "epochs) or that followed by all three GEDI terms (`tasks/gedi_mnist_two_stage.yaml`); K is "
+    "`train.concept_labels`, labelled images per digit. Settings were fixed before each variant's runs, none "
+    "chosen on these test figures, but the variants came one after another: the gradient map phase, then "
+    "`train.map_balance`, then (after both had failed on EvenOdd and the failure was diagnosed: the clusters "
+    "were read at the wrong temperature, and the gradient map settles on merged namings) `train.map_search`, "
+    "checked first on EvenOdd seeds 1 and 2. "
+    "Targets met: EvenOdd K = 1 concept (98.3 %) and OOD label accuracy (96.6 %), small-data addition from 100 "
+    "pairs (96.9 %). Missed: EvenOdd ID label accuracy 99 % (a sum is right when both digits are: 98 % digits "
+    "give 96-97 % sums, as `sl` with 50 labels per digit also shows); Carry K = 0 ≥ 95 % on every seed (the "
+    "seed-0 backbone, 0.910 cluster accuracy, gets a naming with a swapped pair). Stage 2 of the GEDI recipe "
+    "broke one backbone of three (0.986 → 0.265 cluster accuracy), which is what the GEDI rows' spread shows. "
+    "The Table-6 rows use the 300-pair task with its `gedi:` settings, which were chosen on seed 0's test split "
+    "in an earlier session. Every row and seed: [docs/results.md](docs/results.md); why, variant by variant: "
+    "[docs/perception_from_pretraining.md](docs/perception_from_pretraining.md).")
 
 
 def render_readme() -> str:

@@ -399,7 +399,7 @@ def main(argv=None) -> int:
         "table": rows,
         "runs": runs,
         "markdown": markdown(rows),
-        "machine": machine_info(args.device),
+        "machine": {**machine_info(args.device), "torch_threads": 1, "workers": args.workers},  # per run
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
