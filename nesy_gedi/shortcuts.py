@@ -558,18 +558,19 @@ def best_naming(circuit: KnowledgeCircuit, cluster_tuples: np.ndarray, label_val
     table = np.zeros((len(observed), len(class_labels) + 2), dtype=np.int64)
     np.add.at(table, (example_tuple, example_class), 1)
     classes = np.where(classes < 0, ruled_out, classes)
-    permutations = np.array(list(itertools.permutations(range(size))), dtype=np.int64)  # [C!, C]
+    permutations = np.array(list(itertools.permutations(range(size))), dtype=np.int8)  # [C!, C]: 36 MB at C = 10
     explained = np.zeros(len(permutations), dtype=np.int64)
     strides = size ** np.arange(positions - 1, -1, -1)
     for index, clusters in enumerate(observed):
-        flat = (permutations[:, clusters] * strides).sum(axis=1)  # the concept tuple the naming gives
+        flat = permutations[:, clusters].astype(np.int64) @ strides  # the concept tuple the naming gives
         explained += table[index, classes[flat]]
     score = explained
     labelled_right = np.zeros(len(permutations), dtype=np.int64)
     if labelled is not None and len(labelled[0]):
         position_of = {value: i for i, value in enumerate(values)}
         targets = np.array([position_of[v] for v in np.asarray(labelled[1]).tolist()])
-        labelled_right = (permutations[:, np.asarray(labelled[0], dtype=np.int64)] == targets).sum(axis=1)
+        labelled_right = (permutations[:, np.asarray(labelled[0], dtype=np.int64)] == targets).sum(axis=1,
+                                                                                                   dtype=np.int64)
         score = labelled_right * (len(cluster_tuples) + 1) + explained
     order = np.argsort(-score, kind="stable")
     best = order[0]
