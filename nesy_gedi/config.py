@@ -700,12 +700,10 @@ def _check(config: TaskConfig, where: _Where) -> None:
         value = _value_at(config, key)
         if value is not None and not rule.admits(value):
             raise where.error(key, f"{rule.describe()}, got {_show(value)}")
-    if config.train.map_search and not config.train.map_epochs:
-        raise where.error("train.map_search", "names the clusters in the cluster -> value map, which only "
+    for key, what in (("map_search", "names the clusters in"), ("map_balance", "weighs a prior on")):
+        if getattr(config.train, key) and not config.train.map_epochs:
+            raise where.error(f"train.{key}", f"{what} the cluster -> value map, which only "
                                               "train.map_epochs > 0 builds")
-    if config.train.map_balance and not config.train.map_epochs:
-        raise where.error("train.map_balance", "weighs a prior on the cluster -> value map, which only "
-                                               "train.map_epochs > 0 builds")
     sgld = config.gedi.sgld
     if not sgld.low < sgld.high:
         raise where.error("gedi.sgld.low", f"needs low < high (the SGLD box), got low {sgld.low:g}, "
