@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(it belongs in a separate venv: pip install deepproblog==2.1.0)")
     from deepproblog.examples.MNIST.network import MNIST_Net
     from nesy_gedi.config import load_config
-    from nesy_gedi.data.images import resolve_data_root
+    from nesy_gedi.data.files import resolve_data_root
     from nesy_gedi.data.tasks import build_task_data
     from nesy_gedi.models.backbones import MNISTNet
     from nesy_gedi.train import build_circuit, epoch_generator

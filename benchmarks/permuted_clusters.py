@@ -7,12 +7,12 @@ random (seeded) — right clusters, wrong names, cluster accuracy as high as the
 digit accuracy. From it, small-data MNIST-addition is trained with
 
     init        model.init, the semantic loss at once (what `train --set model.init=` does)
-    init+map    train.map_epochs: first only a cluster -> digit map on the frozen backbone
+    init+map    map.epochs: first only a cluster -> digit map on the frozen backbone
     scratch     no backbone: the reference
 
 and each run's validation and test concept accuracy is reported (mean ± std over the
 permutations, one per seed). Settings are fixed before the runs: the task file's, with
-train.map_epochs 10 and map_lr 0.05.
+map.epochs 10 and map.lr 0.05.
 
     python benchmarks/permuted_clusters.py                   # 3 seeds, 100 and 300 pairs
     python benchmarks/permuted_clusters.py --seeds 1 --pairs 100 --epochs 20   # quick look
@@ -41,7 +41,7 @@ ADDITION = REPO / "tasks" / "mnist_addition.yaml"
 SMALL = REPO / "tasks" / "mnist_addition_small.yaml"
 HEAD = ("backbone.classifier.4.weight", "backbone.classifier.4.bias")
 VARIANTS = {"scratch": [], "init": ["model.init={backbone}"],
-            "init+map": ["model.init={backbone}", "train.map_epochs=10", "train.map_lr=0.05"]}
+            "init+map": ["model.init={backbone}", "map.epochs=10", "map.lr=0.05", "map.search=false"]}
 
 
 def digit_classifier(runs: Path, data_root: str | None) -> Path:

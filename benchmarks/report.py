@@ -447,18 +447,18 @@ SMALL_FROM_NOGEN_COMMAND = (
     "python benchmarks/shortcuts.py --tasks small --modes sl --seeds 3 --set data.train_examples=100 "
     "--set data.val_examples=200 --set data.test_examples=2000 "
     "--variant 'nogen-init:model.init=runs/backbones/no-gen_seed{seed}' "
-    "--variant 'nogen-init+map:model.init=runs/backbones/no-gen_seed{seed},train.map_epochs=10,train.map_lr=0.05' "
+    "--variant 'nogen-init+map:model.init=runs/backbones/no-gen_seed{seed},map.epochs=10,map.lr=0.05' "
     "--out benchmarks/results/shortcuts_small100_from_nogen.json")
 EVENODD_LABELS_COMMAND = ("python benchmarks/shortcuts.py --tasks evenodd --modes sl --concept-labels 1 5 50 --seeds 3 "
                           "--out benchmarks/results/shortcuts_evenodd_concept_labels.json")
 
 
 def perception_claim() -> list[str]:
-    """A pretrained clustering into the semantic loss: the names are learned first (train.map_epochs)."""
+    """A pretrained clustering into the semantic loss: the names are learned first (map.epochs)."""
     rows = []
     probe = load("permuted_clusters")
     starts = {"scratch": "from scratch", "init": "`model.init` alone",
-              "init+map": "`model.init` + `train.map_epochs=10`"}
+              "init+map": "`model.init` + `map.epochs=10`"}
     for entry in (probe or {}).get("table", []):
         start = "from scratch" if entry["variant"] == "scratch" else (
             f"from a {100 * probe['classifier_concept_accuracy']:.1f} % digit classifier with permuted outputs, "
@@ -468,7 +468,7 @@ def perception_claim() -> list[str]:
                      code(PERMUTED_COMMAND), hardware(probe)])
     real = load("shortcuts_small100_from_nogen")
     names = {"": "from scratch", "nogen-init": "no-gen backbone, `model.init` alone",
-             "nogen-init+map": "no-gen backbone + `train.map_epochs=10`"}
+             "nogen-init+map": "no-gen backbone + `map.epochs=10`"}
     for entry in (real or {}).get("table", []):
         rows.append([f"small-data MNIST-addition (100 pairs), {names.get(entry.get('variant', ''), entry.get('variant'))}",
                      "test concept accuracy / matched, %", "—",
@@ -476,8 +476,8 @@ def perception_claim() -> list[str]:
                      f"({len(entry['seeds'])} seeds; one backbone per seed, cluster accuracy 0.60 / 0.25 / 0.28)",
                      code(SMALL_FROM_NOGEN_COMMAND), hardware(real)])
     onecommand = load("small_from_pretraining")
-    kinds = {"scratch": "from scratch", "init": "`model.pretrain` (no-gen, 80 epochs), `train.map_epochs=0`",
-             "map": "`model.pretrain` (no-gen, 80 epochs) + `train.map_epochs=10`: the task file as it is"}
+    kinds = {"scratch": "from scratch", "init": "`model.pretrain` (no-gen, 80 epochs), `map.epochs=0`",
+             "map": "`model.pretrain` (no-gen, 80 epochs) + `map.epochs=10`: the task file as it is"}
     for entry in (onecommand or {}).get("table", []):
         clusters = " / ".join(f"{b['cluster_accuracy']:.3f}" for b in onecommand["backbones"])
         rows.append([f"small-data MNIST-addition (100 pairs), {kinds[entry['variant']]}", "test concept accuracy, %",
@@ -497,7 +497,7 @@ def perception_claim() -> list[str]:
     return (["### A pretrained clustering, named by the knowledge: the probe and the first runs", ""]
             + table(CLAIM_HEADER, rows)
             + ["", "A clustering numbers its clusters arbitrarily; started from it, the semantic loss alone often "
-                   "settles on a wrong naming (one seed in three near 0 %). `train.map_epochs` first learns only "
+                   "settles on a wrong naming (one seed in three near 0 %). `map.epochs` first learns only "
                    "which value each cluster means, on the frozen backbone, then trains everything: the fix for good "
                    "clusters with wrong names. On poor clusterings (the no-gen rows) it hurts: a frozen clustering "
                    "that mixes digits is best named by merging values. Settings fixed before the runs. Why, run by run: "
@@ -515,11 +515,11 @@ TASK_NAMES = {"mnist_evenodd": "MNIST-EvenOdd", "mnist_carry": "MNIST-Carry",
               "mnist_addition_small": "small-data MNIST-addition (300 pairs)"}
 VARIANT_NAMES = {"": "", "pretrained": "no-gen backbone, `model.init` alone",
                  "pretrained+map": "no-gen backbone + gradient map phase",
-                 "pretrained+map+balance": "no-gen backbone + gradient map phase + `train.map_balance`",
-                 "pretrained+search": "no-gen backbone + `train.map_search`",
-                 "gedi+search": "GEDI backbone (two-stage) + `train.map_search`",
-                 "search": "the task file + `train.map_search`", "init": "its backbone, no map phase",
-                 "gedi-search": "GEDI backbone (two-stage) + `train.map_search`",
+                 "pretrained+map+balance": "no-gen backbone + gradient map phase + `map.balance`",
+                 "pretrained+search": "no-gen backbone + `map.search`",
+                 "gedi+search": "GEDI backbone (two-stage) + `map.search`",
+                 "search": "the task file + `map.search`", "init": "its backbone, no map phase",
+                 "gedi-search": "GEDI backbone (two-stage) + `map.search`",
                  "scratch": "from scratch", "scratch+augment": "from scratch, `train.augment=digits`"}
 
 
@@ -625,8 +625,8 @@ PRETRAINED_PERCEPTION_NOTE = (
     "epochs) or that followed by all three GEDI terms (`tasks/gedi_mnist_two_stage.yaml`); K is "
     "`train.concept_labels`, labelled images per digit. Settings were fixed before each variant's runs, none "
     "chosen on these test figures, but the variants came one after another: the gradient map phase, then "
-    "`train.map_balance`, then (after both had failed on EvenOdd and the failure was diagnosed: the clusters "
-    "were read at the wrong temperature, and the gradient map settles on merged namings) `train.map_search`, "
+    "`map.balance`, then (after both had failed on EvenOdd and the failure was diagnosed: the clusters "
+    "were read at the wrong temperature, and the gradient map settles on merged namings) `map.search`, "
     "checked first on EvenOdd seeds 1 and 2. "
     "Targets met: EvenOdd K = 1 concept (98.3 %) and OOD label accuracy (96.6 %), small-data addition from 100 "
     "pairs (96.9 %). Missed: EvenOdd ID label accuracy 99 % (a sum is right when both digits are: 98 % digits "

@@ -99,7 +99,8 @@ def circuit_throughput(circuit, n: int, batch: int, reps: int, device, warmup: i
 
 def measure(n: int, batch: int, reps: int, device, compile_module) -> dict:
     from nesy_gedi.circuit import KnowledgeCircuit
-    from nesy_gedi.compiler import compile_file, decimal_string
+    from nesy_gedi.compiler import compile_file
+    from nesy_gedi.decimal_text import decimal_string
 
     compiled = compile_file(LOGIC, {"N": n}, use_cache=False)
     if compiled.model_count != 10 ** (2 * n):

@@ -184,7 +184,8 @@ def load_batch(batch_size: int, data_root: str | None, seed: int):
     """`batch_size` MNIST training images in [-1, 1], or uniform noise if MNIST is missing."""
     import torch
 
-    from nesy_gedi.data.images import load_images, resolve_data_root, to_float
+    from nesy_gedi.data.files import resolve_data_root
+    from nesy_gedi.data.images import load_images, to_float
     from nesy_gedi.errors import DataError
 
     try:

@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="extra config override for every run, e.g. data.train_examples=100; repeatable")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="a named set of extra overrides run beside the plain modes, e.g. "
-                             "'pretrained+map:model.init=runs/backbones/seed{seed},train.map_epochs=20' "
+                             "'pretrained+map:model.init=runs/backbones/seed{seed},map.epochs=20' "
                              "({seed} is the run's seed: one backbone per seed); repeatable")
     parser.add_argument("--concept-labels", nargs="+", type=int, default=[0], metavar="K",
                         help="train.concept_labels values (K labelled images per concept value; 0 = none)")

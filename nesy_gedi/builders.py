@@ -13,6 +13,7 @@ from .compiler import compile_file, require_labels
 from .config import ModelConfig, TaskConfig
 from .errors import ConfigError, NesyError
 from .models.backbones import build_backbone
+from .naming import ClusterMap, ConceptDomains
 from .runs import CHECKPOINT, load_checkpoint, load_weights, read_manifest
 
 # Checkpoint kinds written by the engine, and the one written by pretraining before it.
@@ -22,18 +23,17 @@ TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pre
 class Perception(nn.Module):
     """One backbone shared by every concept position: images [B, P, ...] -> logits [B, P, C].
 
-    With `cluster_map`, the backbone's outputs are read as clusters and a learned map says
-    which concept value each cluster means: p(v | x) = sum_c M[v, c] p(c | x), M's columns
-    softmax-normalised and initialised uniform (no cluster means any value yet). A pretrained backbone's cluster
-    indices are arbitrary; the map lets the semantic loss find their meaning without first
-    tearing the clusters apart (see `train.map_epochs`).
+    With a `cluster_map` (nesy_gedi.naming.ClusterMap), the backbone's outputs are read as
+    clusters and the map says which concept value each cluster means, per concept domain:
+    p(v | x) = sum_c p(v | c) p(c | x). A pretrained backbone's cluster numbers are
+    arbitrary; the map lets the semantic loss find their meaning without first tearing the
+    clusters apart (the map phase, `map.epochs`).
     """
 
-    def __init__(self, backbone: nn.Module, num_outputs: int, cluster_map: bool = False,
-                 temperature: float = 1.0):
+    def __init__(self, backbone: nn.Module, cluster_map: ClusterMap | None = None, temperature: float = 1.0):
         super().__init__()
         self.backbone = backbone
-        self.cluster_map = nn.Parameter(torch.zeros(num_outputs, num_outputs)) if cluster_map else None
+        self.cluster_map = cluster_map
         # The posterior a clustering was trained with, softmax(f / T): read at T = 1, a backbone
         # pretrained at T = 0.1 looks nearly uniform (mean top probability 0.33 instead of 0.99).
         self.register_buffer("temperature", torch.tensor(float(temperature)))
@@ -42,19 +42,27 @@ class Perception(nn.Module):
     # (runs.load_weights fills these in).
     state_added_later = {"temperature": torch.tensor(1.0)}
 
-    def forward(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
+    @staticmethod
+    def upgrade_state(state: dict, prefix: str) -> dict:
+        """A map of one domain saved as a plain [values, clusters] matrix becomes ClusterMap's logits."""
+        old = state.get(prefix + "cluster_map")
+        if isinstance(old, torch.Tensor) and old.dim() == 2:
+            state = dict(state)
+            state[prefix + "cluster_map.logits"] = state.pop(prefix + "cluster_map").unsqueeze(0)
+        return state
+
+    def clusters(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
+        """The backbone's logits at the clustering's temperature, [B, P, K]."""
         batch, positions = images.shape[:2]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_backbone):
             logits = self.backbone(images.flatten(0, 1)) / self.temperature
-        logits = logits.view(batch, positions, -1)
+        return logits.view(batch, positions, -1)
+
+    def forward(self, images: torch.Tensor, frozen_backbone: bool = False) -> torch.Tensor:
+        logits = self.clusters(images, frozen_backbone)
         if self.cluster_map is None:
             return logits
-        value_given_cluster = torch.log_softmax(self.cluster_map, dim=0)  # [values, clusters]
-        return torch.logsumexp(value_given_cluster + torch.log_softmax(logits, dim=-1).unsqueeze(-2), dim=-1)
-
-    def value_given_cluster(self) -> torch.Tensor:
-        """p(v | c) as [clusters, values]: each row one cluster's distribution over values."""
-        return torch.softmax(self.cluster_map, dim=0).T
+        return self.cluster_map(torch.log_softmax(logits, dim=-1))
 
 
 def build_circuit(config: TaskConfig) -> KnowledgeCircuit:
@@ -98,12 +106,21 @@ def build_perception(config: TaskConfig, circuit: KnowledgeCircuit, sample_shape
                      initialise: bool = True) -> Perception:
     """The perception network of a `train` run; `model.init` supplies its starting weights
     unless `initialise` is False (a checkpoint will)."""
-    backbone = build_model(config.model, sample_shape, circuit.concept_domain_size)
+    cluster_map = None
+    outputs = circuit.concept_domain_size
+    if config.map.epochs > 0:
+        outputs = config.model.num_clusters
+        if outputs < circuit.concept_domain_size:
+            raise ConfigError(f"model.num_clusters: {outputs} clusters cannot name {circuit.concept_domain_size} "
+                              "concept values (the map phase needs at least as many clusters as values)",
+                              config.source)
+        domains = ConceptDomains.of(circuit)
+        cluster_map = ClusterMap(domains.group_of, domains.sizes, circuit.concept_domain_size, outputs)
+    backbone = build_model(config.model, sample_shape, outputs)
     temperature = 1.0
     if config.model.init and initialise:
         temperature = load_pretrained_backbone(config.model.init, backbone)["temperature"]
-    return Perception(backbone, circuit.concept_domain_size, cluster_map=config.train.map_epochs > 0,
-                      temperature=temperature)
+    return Perception(backbone, cluster_map, temperature=temperature)
 
 
 def backbone_state(checkpoint: dict, path: Path) -> dict:

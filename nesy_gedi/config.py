@@ -48,6 +48,7 @@ from .data.augment import AUGMENT_NAMES, build_augment
 from .data.images import DATASET_NAMES
 from .errors import ConfigError
 from .models import backbones
+from .naming import NAMING_MODES
 
 TRAINING_MODES = ("sl", "sl+gedi", "gedi->sl", "sl+entropy", "sl+swav", "sl+concepts")
 SELF_SUPERVISED_METHODS = ("gedi", "no-gen", "jem", "swav", "barlow")
@@ -141,16 +142,26 @@ class TrainConfig:
     augment_options: dict = field(default_factory=dict)  # keyword options of that augmentation
     concept_supervision: float = 0.0  # fraction of training examples whose concepts are observed
     concept_labels: typing.Optional[int] = None  # exactly K labelled training images of each concept value
-    map_epochs: int = 0  # first epochs: only a cluster -> concept value map trains on a frozen model.init backbone
-    map_lr: float = 0.05  # learning rate of that map (it starts uniform and has only C x C entries)
-    map_balance: float = 0.0  # weight of a prior that the map gives every value an equal share of clusters
-    map_search: bool = False  # start the map at the one-to-one naming that explains most labels (exact search)
     keep_best: bool = False  # also keep best.pt: the checkpoint with the best validation label accuracy
     tensorboard: bool = False  # write TensorBoard event files into the run directory
     entropy_weight: float = 1.0  # for sl+entropy
     max_nonfinite_recoveries: int = 3
+    max_rollbacks: int = 3  # diverged or collapsed epochs retried at half the learning rate; one more ends the run
+    max_grad_norm: typing.Optional[float] = None  # clip the global gradient norm (None: off)
     progress: bool = True
     num_threads: typing.Optional[int] = None  # torch CPU threads; None keeps torch's default
+
+
+@dataclass
+class MapConfig:
+    """How a pretrained clustering's clusters become concept values (nesy_gedi.naming)."""
+    epochs: int = 0  # first epochs: only the cluster -> value map trains, on the frozen model.init backbone
+    lr: float = 0.05  # learning rate of that map (it has only values x clusters entries per domain)
+    balance: float = 0.0  # weight of a prior that the map gives every value an equal share of clusters
+    search: bool = True  # start the map at the naming that explains the training labels best
+    mode: str = "auto"  # one-to-one | many-to-one (more clusters than values) | auto
+    noise: float = 0.05  # the search's chance that an image's cluster is not its named value
+    restarts: int = 8  # EM + local search restarts (where the namings are too many to score all)
 
 
 @dataclass
@@ -166,6 +177,7 @@ class TaskConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    map: MapConfig = field(default_factory=MapConfig)
     gedi: GediConfig = field(default_factory=GediConfig)
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     source: str = field(default="", metadata={"internal": True})
@@ -463,6 +475,9 @@ def _build(cls, data: dict, where: _Where, prefix: str = ""):
             raise where.error(prefix[:-1], f"keys must be strings, got {_show(key)}")
         if key not in known:
             shown = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+            if prefix + key in MOVED_KEYS:
+                raise where.fail(f"{prefix}{shown} is now {MOVED_KEYS[prefix + key]} (the map phase and the naming "
+                                 "search have their own section, map:)", prefix + key)
             raise where.fail(f"unknown key {prefix}{shown} (valid keys: {', '.join(sorted(known))})", prefix + key)
     values = {key: _convert(value, hints[key], prefix + key, where) for key, value in data.items()}
     return cls(**values)
@@ -515,12 +530,16 @@ _RANGES: dict[str, _Range] = {
     "train.eval_batch_size": _AT_LEAST_ONE,
     "train.eval_every": _AT_LEAST_ONE,
     "train.concept_supervision": _FRACTION,
-    "train.concept_labels": _AT_LEAST_ONE,
+    "train.concept_labels": _Range(0, hint="0 or null: no labelled images"),
     "train.entropy_weight": _NON_NEGATIVE,
-    "train.map_epochs": _NON_NEGATIVE,
-    "train.map_lr": _POSITIVE,
-    "train.map_balance": _NON_NEGATIVE,
+    "map.epochs": _NON_NEGATIVE,
+    "map.lr": _POSITIVE,
+    "map.balance": _NON_NEGATIVE,
+    "map.noise": _Range(0.0, 0.99),
+    "map.restarts": _AT_LEAST_ONE,
     "train.max_nonfinite_recoveries": _NON_NEGATIVE,
+    "train.max_rollbacks": _NON_NEGATIVE,
+    "train.max_grad_norm": _POSITIVE,
     "train.num_threads": _Range(1, hint="null keeps torch's default"),
     "gedi.generative": _NON_NEGATIVE,
     "gedi.invariance": _NON_NEGATIVE,
@@ -700,10 +719,8 @@ def _check(config: TaskConfig, where: _Where) -> None:
         value = _value_at(config, key)
         if value is not None and not rule.admits(value):
             raise where.error(key, f"{rule.describe()}, got {_show(value)}")
-    for key, what in (("map_search", "names the clusters in"), ("map_balance", "weighs a prior on")):
-        if getattr(config.train, key) and not config.train.map_epochs:
-            raise where.error(f"train.{key}", f"{what} the cluster -> value map, which only "
-                                              "train.map_epochs > 0 builds")
+    _choose(where, "map.mode", config.map.mode, NAMING_MODES, "naming mode")
+    _check_keys_read(config, where)
     sgld = config.gedi.sgld
     if not sgld.low < sgld.high:
         raise where.error("gedi.sgld.low", f"needs low < high (the SGLD box), got low {sgld.low:g}, "
@@ -733,6 +750,64 @@ def _check(config: TaskConfig, where: _Where) -> None:
                                               "(use auto, cpu, cuda or cuda:N)") from None
     if config.circuit.compile not in (True, False, "auto"):
         raise where.error("circuit.compile", f"expected true, false or auto, got {_show(config.circuit.compile)}")
+
+
+# Settings only some training modes read (train runs); a key set for a mode that ignores it
+# would change nothing, so it is refused.
+SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
+_READ_BY_MODES = {
+    "gedi": SELF_SUPERVISED_MODES,
+    "gedi.pretrain_epochs": ("gedi->sl",),
+    "train.entropy_weight": ("sl+entropy",),
+}
+# Moved keys and their new names.
+MOVED_KEYS = {"train.map_epochs": "map.epochs", "train.map_lr": "map.lr", "train.map_balance": "map.balance",
+              "train.map_search": "map.search"}
+
+
+def upgrade_run_config(data: dict) -> dict:
+    """A run's stored config.yaml as this version reads it: configs written before the map
+    section had its keys in `train` (and no naming search unless train.map_search)."""
+    train = data.get("train")
+    if isinstance(train, dict) and any(key.split(".", 1)[1] in train for key in MOVED_KEYS):
+        section = data.setdefault("map", {})
+        if isinstance(section, dict):
+            for old, new in MOVED_KEYS.items():
+                name = old.split(".", 1)[1]
+                if name in train:
+                    section[new.split(".", 1)[1]] = train.pop(name)
+            section.setdefault("search", False)
+            if not section.get("epochs"):  # no map phase ran: its keys changed nothing
+                data["map"] = {k: v for k, v in section.items() if k not in ("epochs", "lr", "balance", "search")}
+    return data
+
+
+def _modes(modes: tuple) -> str:
+    return " and ".join(", ".join(modes).rsplit(", ", 1)) if len(modes) > 1 else modes[0]
+
+
+def _check_keys_read(config: TaskConfig, where: _Where) -> None:
+    """Refuse `--set` settings the run would ignore: keys of another training mode, and map
+    keys without a map phase. (A task file may carry the settings of the variants its header
+    lists, e.g. a gedi section for `--set train.mode=sl+gedi`, or a map section for
+    `--set map.epochs=3`.)"""
+    mode = config.train.mode
+    if config.logic is not None:
+        for changed in where.overridden:
+            for key, modes in sorted(_READ_BY_MODES.items(), key=lambda item: -len(item[0])):
+                if (changed == key or changed.startswith(key + ".")) and mode not in modes:
+                    raise ConfigError(f"--set {changed}: train.mode {mode} does not read {key} (only "
+                                      f"{_modes(modes)} do{'es' if len(modes) == 1 else ''}); set train.mode too",
+                                      where.path)
+    if config.map.epochs == 0:
+        for field_ in dataclasses.fields(MapConfig):
+            key = f"map.{field_.name}"
+            if field_.name != "epochs" and any(key == changed or key.startswith(changed + ".")
+                                               for changed in where.overridden):
+                raise where.error(key, "is read by the map phase, which only map.epochs > 0 runs")
+    elif config.logic is None:
+        raise where.error("map.epochs", "the map phase names clusters for a train run's knowledge; "
+                                        "this task has no logic section")
 
 
 # ----------------------------------------------------------------------------- overrides

@@ -29,6 +29,7 @@ from .evaluate import load_run, predict_split
 from .metrics import cluster_accuracy, confusion_matrix, macro_f1, nmi
 from .objectives.entropy import normalised_entropy
 from .runs import CONFIG, load_run_config, write_json
+from .naming import map_label_share, near_shortcuts
 from .tracking import Tracker
 from .shortcuts import (MAX_LISTED_MAPS, concept_label_classes, count_shortcuts, is_identity,
                         preserves_labels)
@@ -39,9 +40,12 @@ MAX_REPORTED_MAPS = 40
 # Larger concept spaces are not checked for shortcuts by `diagnose` (counting 10**4 concept
 # tuples takes seconds, 10**5 minutes); `count-shortcuts` itself goes up to 10**6.
 DIAGNOSE_MAX_CONCEPT_SPACE = 20_000
+# Training tuples drawn to score near-shortcuts (fewer for long tuples: each says more).
+NEAR_SHORTCUT_EXAMPLES = 5000
+NEAR_SHORTCUT_POSITIONS = 20_000
 
 __all__ = ["diagnose_run", "diagnose_predictions", "learned_concept_map", "save_confusion_heatmap",
-           "task_support", "count_shortcuts_for_task", "format_shortcut_count", "name_shortcut",
+           "task_support", "training_concepts", "count_shortcuts_for_task", "format_shortcut_count", "name_shortcut",
            "DIAGNOSIS", "REPORT"]
 
 
@@ -53,10 +57,34 @@ def task_support(config: TaskConfig, circuit: KnowledgeCircuit) -> np.ndarray | 
     return allowed_support(config.data.train_support, circuit, config.source)
 
 
+def training_concepts(config: TaskConfig, circuit: KnowledgeCircuit, count: int | None = None,
+                      support: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Concept tuples drawn as the task's training examples are (each position's value uniform
+    over its domain, or a tuple of `data.train_support`; tuples the knowledge rules out are
+    dropped, as the task's data drops them) and their labels, without reading any image."""
+    if count is None:
+        count = min(NEAR_SHORTCUT_EXAMPLES, max(200, NEAR_SHORTCUT_POSITIONS // len(circuit.concepts)))
+    generator = torch.Generator().manual_seed(config.train.seed)
+    if support is not None:
+        concepts = torch.as_tensor(support)[torch.randint(len(support), (count,), generator=generator)]
+    else:
+        concepts = torch.stack([torch.tensor(v.domain)[torch.randint(len(v.domain), (count,), generator=generator)]
+                                for v in circuit.concepts], dim=1)
+    labels, consistent = circuit.deduce_labels(_positions_of(circuit, concepts))
+    return concepts[consistent].numpy(), labels[consistent].numpy()
+
+
+def _positions_of(circuit: KnowledgeCircuit, concepts: torch.Tensor) -> torch.Tensor:
+    return torch.stack([torch.as_tensor([v.domain.index(int(x)) for x in concepts[:, p].tolist()])
+                        for p, v in enumerate(circuit.concepts)], dim=1)
+
+
 def count_shortcuts_for_task(task_path, overrides: list | None = None, per_position: bool = False,
-                             suggest: bool = True, list_limit: int = MAX_LISTED_MAPS) -> dict:
+                             suggest: bool = True, list_limit: int = MAX_LISTED_MAPS, near: bool = True) -> dict:
     """`nesy-gedi count-shortcuts TASK`: count_shortcuts for a task file's logic and training
-    support, with the task's name, logic file, parameters and support in front."""
+    support, with the task's name, logic file, parameters and support in front, and its
+    near-shortcuts (`near`): the wrong maps that keep most training labels. A concept space
+    too large to count exactly still gets its near-shortcuts (`exact_count_error` says why)."""
     config = load_config(task_path, overrides)
     if config.logic is None:
         raise NesyError("this task has no logic section: reasoning shortcuts are counted for tasks "
@@ -65,8 +93,18 @@ def count_shortcuts_for_task(task_path, overrides: list | None = None, per_posit
     result = {"task": config.name, "logic": config.logic.file, "params": dict(config.logic.params),
               "support": "data.train_support" if config.data.train_support is not None
               else "every concept tuple consistent with the knowledge"}
-    result.update(count_shortcuts(circuit, task_support(config, circuit), per_position, list_limit=list_limit,
-                                  suggest=suggest))
+    support = task_support(config, circuit)
+    try:
+        result.update(count_shortcuts(circuit, support, per_position, list_limit=list_limit, suggest=suggest))
+    except NesyError as error:
+        if not near:
+            raise
+        result.update({"concept_maps": None, "shortcuts": None, "permutation_shortcuts": None,
+                       "exact_count_error": error.message if hasattr(error, "message") else str(error)})
+    if near:
+        concepts, labels = training_concepts(config, circuit, support=support)
+        result["near_shortcut_analysis"] = near_shortcuts(circuit, concepts, labels)
+        result["near_shortcuts"] = result["near_shortcut_analysis"].pop("near_shortcuts")
     return result
 
 
@@ -88,10 +126,27 @@ def _suggestion_lines(suggestion: dict, what: str) -> list:
     return lines
 
 
+def _near_shortcut_lines(result: dict, shown: int = 5) -> list:
+    if not result.get("near_shortcuts"):
+        return []
+    analysis = result.get("near_shortcut_analysis", {})
+    lines = [f"near-shortcuts (wrong maps keeping the most training labels, over {analysis.get('examples')} "
+             f"drawn training tuples):"]
+    several = len({entry["domain"] for entry in result["near_shortcuts"]}) > 1 or "exact_count_error" in result
+    for entry in result["near_shortcuts"][:shown]:
+        where = f"{entry['domain']}: " if several else ""
+        exact = " (a shortcut of these tuples)" if entry["label_share"] == 1.0 else ""
+        lines.append(f"  {where + entry['map']:<24} {entry['kind']:<6} keeps {100 * entry['label_share']:5.1f} % of "
+                     f"the labels{exact}; a label of {' or '.join(map(str, entry['excluded_by']))} excludes it")
+    return lines
+
+
 def format_shortcut_count(result: dict, permutations_only: bool = False) -> str:
     """The text `count-shortcuts` prints for a count_shortcuts(_for_task) result; with
     `permutations_only`, only the permutation shortcuts and the labels that exclude them."""
     lines = []
+    if result.get("concept_maps") is None and "exact_count_error" in result:
+        return "\n".join([f"exact count skipped: {result['exact_count_error']}"] + _near_shortcut_lines(result))
     if not permutations_only:
         lines += [f"concept maps that keep every training label: {result['concept_maps']}",
                   f"reasoning shortcuts (maps other than the identity): {result['shortcuts']}"]
@@ -103,6 +158,8 @@ def format_shortcut_count(result: dict, permutations_only: bool = False) -> str:
         lines += _suggestion_lines(result["permutation_suggested_labels"], "permutation shortcut")
     if result.get("per_position") and ("suggested_labels" in result or "permutation_suggested_labels" in result):
         lines.append("  (per-position maps: a labelled image of value v pins v at every position)")
+    if not permutations_only:
+        lines += _near_shortcut_lines(result)
     return "\n".join(lines)
 
 
@@ -122,6 +179,33 @@ def name_shortcut(domain: list, learned_map: list, count: dict) -> dict:
             named[key] = values
             named[f"{key}_moved"] = [v for v in values if v in moved]
     return named
+
+
+def _near_shortcut_diagnosis(circuit: KnowledgeCircuit, train_set, domain: list, learned_map: list,
+                             count: dict) -> dict:
+    """The share of training labels the learned map keeps, and the exact or near-shortcut
+    closest to it (fewest values read differently), with the labels that exclude it."""
+    rows = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
+    rows = rows[:min(NEAR_SHORTCUT_EXAMPLES, max(200, NEAR_SHORTCUT_POSITIONS // len(circuit.concepts)))]
+    concepts, labels = train_set.concepts[rows].numpy(), train_set.labels[rows].numpy()
+    share = map_label_share(circuit, concepts, labels, learned_map)
+    found = near_shortcuts(circuit, concepts, labels, top=20)["near_shortcuts"]
+    candidates = [{**entry, "exact": entry["label_share"] == 1.0} for entry in found if entry["domain"] ==
+                  circuit.concepts[0].name or len({tuple(v.domain) for v in circuit.concepts}) == 1]
+    for mapping in count.get("maps") or []:
+        if isinstance(mapping, list) and mapping != domain and all(isinstance(v, int) for v in mapping):
+            candidates.append({"map": " ".join(f"{v}->{m}" for v, m in zip(domain, mapping) if m != v),
+                               "mapping": mapping, "kind": "shortcut", "label_share": 1.0, "exact": True,
+                               "excluded_by": [v for v, m in zip(domain, mapping) if m != v]})
+    nearest = None
+    if candidates and learned_map != domain:
+        def distance(entry):
+            return sum(a != b for a, b in zip(entry["mapping"], learned_map))
+        nearest = min(candidates, key=lambda entry: (distance(entry), -entry["label_share"]))
+        nearest = {**{k: nearest[k] for k in ("map", "kind", "label_share", "exact", "excluded_by")},
+                   "values_differing_from_the_learned_map": distance(nearest)}
+    return {"map_label_share": share, "map_excluded_by": [v for v, m in zip(domain, learned_map) if m != v],
+            "nearest_shortcut": nearest, "near_shortcuts": found[:5]}
 
 
 # ----------------------------------------------------------------------------- metrics of one split
@@ -271,6 +355,17 @@ def _report(diagnosis: dict, values: list) -> str:
                          f"exclude every permutation shortcut; this map moves "
                          f"{_values(named['permutation_suggested_labels_moved'])} of them.")
         lines.append("")
+    if diagnosis.get("map_excluded_by"):
+        lines.append(f"That map keeps {100 * diagnosis['map_label_share']:.1f} % of the training labels: what the "
+                     "semantic loss sees of it. One labelled image of any of "
+                     f"{_values(diagnosis['map_excluded_by'])} would have excluded it.")
+        nearest = diagnosis.get("nearest_shortcut")
+        if nearest:
+            lines.append(f"The nearest {'exact' if nearest['exact'] else 'near-'}shortcut is `{nearest['map']}` "
+                         f"({nearest['kind']}, keeps {100 * nearest['label_share']:.1f} % of the labels, "
+                         f"{nearest['values_differing_from_the_learned_map']} value(s) from the learned map); "
+                         f"a label of any of {_values(nearest['excluded_by'])} excludes it.")
+        lines.append("")
 
     metrics = ["examples", "label_accuracy", "concept_accuracy", "concept_macro_f1", "matched_concept_accuracy",
                "concept_nmi", "concept_collapse", "mean_normalised_concept_entropy"]
@@ -366,6 +461,9 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
                                         for row in test["concept_map"]]
     diagnosis["learned_shortcut"] = (name_shortcut(values, diagnosis["learned_concept_map"], count)
                                      if diagnosis["concept_map_is_shortcut"] else None)
+    if "train" in splits and len(splits["train"]):
+        diagnosis.update(_near_shortcut_diagnosis(circuit, splits["train"], values,
+                                                  diagnosis["learned_concept_map"], count))
     diagnosis["suggested_labels"] = count.get("suggested_labels")
     diagnosis["shortcuts"] = count["shortcuts"]
     diagnosis["concept_maps"] = count["concept_maps"]
@@ -405,6 +503,14 @@ def _print_summary(diagnosis: dict, run_dir: Path) -> None:
                 "the identity" if diagnosis["concept_map_is_identity"] else
                 "not checked" if diagnosis["concept_map_preserves_labels"] is None else "not label-preserving")
     print(f"  that map is              {shortcut}; the task has {_number(diagnosis['shortcuts'])} shortcut(s)")
+    if diagnosis.get("map_excluded_by"):
+        print(f"  it keeps                 {100 * diagnosis['map_label_share']:.1f} % of the training labels; "
+              f"a label of any of {_values(diagnosis['map_excluded_by'])} excludes it")
+        nearest = diagnosis.get("nearest_shortcut")
+        if nearest:
+            print(f"  nearest shortcut         {nearest['map']} ({'exact' if nearest['exact'] else 'near'}, keeps "
+                  f"{100 * nearest['label_share']:.1f} % of the labels, {nearest['values_differing_from_the_learned_map']}"
+                  f" value(s) from the learned map; excluded by a label of {_values(nearest['excluded_by'])})")
     named = diagnosis.get("learned_shortcut")
     if named:
         print(f"  learned shortcut         {named['map']}  (a label of any moved value excludes it)")

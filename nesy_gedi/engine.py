@@ -5,18 +5,27 @@ seed), builds its data and model, and hands the engine a `Job`: the network to t
 the objective state to checkpoint with it, and `loss(rows, generator, epoch) -> terms`.
 `fit` then reads top to bottom:
 
-    1. optimiser and learning-rate schedule, non-finite guard, resume from the checkpoint
+    1. optimiser and learning-rate schedule, the two guards, resume from the checkpoint
     2. per epoch: a permutation and a step generator seeded by (seed, epoch[, rank]), the
        batches of this rank's shard, one optimiser step per batch; a non-finite loss or
        gradient on any rank skips the step on every rank
-    3. evaluation (every train.eval_every epochs and after the last), metrics.jsonl and
-       TensorBoard, an atomic checkpoint (and best.pt with train.keep_best)
-    4. the job's final report, written to final.json
+    3. evaluation (every train.eval_every epochs and after the last); the divergence guard
+       judges the epoch: a good one goes to metrics.jsonl and TensorBoard and into an atomic
+       checkpoint (and best.pt with train.keep_best); a diverged or collapsed one is rolled
+       back to the last good epoch, which is retried at half the learning rate (past
+       train.max_rollbacks, the run ends at the last good epoch instead)
+    4. the job's final report, written to final.json, with the rollbacks and a warning when
+       the final model is worse than the run's best epoch
 
 Everything that changes during training (weights, Adam and schedule state, the replay
-buffer, the recovery count, torch's RNG state) is in the checkpoint, and everything else
-is drawn from generators seeded by (seed, epoch), so a run killed at any point and resumed
-with `--resume` ends with the metrics of an uninterrupted run.
+buffer, the recovery and rollback counts, the guards' references, torch's RNG state) is in
+the checkpoint, and everything else is drawn from generators seeded by (seed, epoch), so a
+run killed at any point and resumed with `--resume` ends with the metrics of an
+uninterrupted run. A rollback restores the last good epoch's checkpoint from memory, so it
+is the state a resume would start from.
+
+The progress bar is drawn only on a terminal; a log that is not one gets the one summary
+line per epoch and no progress frames.
 
 Under torchrun the step module (the whole loss, SGLD included) runs inside
 DistributedDataParallel; every rank takes every world_size-th example of the shared
@@ -25,6 +34,7 @@ permutation, and only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import sys
 import time
@@ -40,13 +50,61 @@ from . import distributed
 from .config import TaskConfig
 from .errors import NesyError
 from .optim import build_optimizer, learning_rate_schedule
-from .runs import (BEST, CHECKPOINT, CHECKPOINT_FORMAT, FINAL, RunLock, check_new_run, check_resume,
+from .runs import (BEST, CHECKPOINT, CHECKPOINT_FORMAT, FINAL, RunLock, atomic_write, check_new_run, check_resume,
                    is_evaluation_epoch, load_checkpoint, load_weights, read_metrics, save_checkpoint,
                    select_device, start_run_dir, truncate_metrics, write_json)
 from .sgld import NonFiniteError
 from .tracking import Tracker
 
 Terms = dict[str, Tensor]
+
+# A training term diverged when its epoch mean is this many times larger in magnitude than at
+# the last good epoch (in a run's first epoch, than at its first step) and larger than the
+# floor: the floor keeps terms that hover around zero, such as contrastive divergence, from
+# tripping the ratio.
+TERM_GROWTH = 100.0
+TERM_FLOOR = 1e3
+ROLLBACK_LR_FACTOR = 0.5  # each retry after a rollback runs at this fraction of the learning rate(s)
+FINAL_MARGIN = 0.05  # final.json warns when the final selection metric is this far below the best epoch's
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A validation figure the divergence guard watches. An epoch collapsed when the figure is
+    worse than at the best good epoch so far by more than `margin` (times |best| when
+    `relative`) and, with a `limit`, beyond that limit too; a non-finite figure always counts."""
+
+    key: str
+    margin: float
+    higher_is_better: bool = True
+    relative: bool = False
+    limit: float | None = None
+
+    def better(self, value: float, best: float) -> bool:
+        return value > best if self.higher_is_better else value < best
+
+    def collapsed(self, value: float, best: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        worse_by = best - value if self.higher_is_better else value - best
+        allowed = self.margin * abs(best) if self.relative else self.margin
+        beyond_limit = self.limit is None or (value < self.limit if self.higher_is_better else value > self.limit)
+        return worse_by > allowed and beyond_limit
+
+
+# What the divergence guard watches when an evaluation record has it. Concept accuracy is left
+# out on purpose: concept labels are what a neuro-symbolic task does not observe, so steering
+# training by them would leak supervision into every mode (and into the shortcut counts).
+COLLAPSE_SIGNALS = (
+    Signal("val_label_accuracy", margin=0.25),
+    Signal("val_label_loss", margin=1.0, higher_is_better=False),  # nats: the label likelihood fell e-fold
+    Signal("val_cluster_accuracy", margin=0.25),
+    # cluster_entropy is normalised by log C: 1 is balanced, 0 is one cluster
+    Signal("val_cluster_entropy", margin=0.3, limit=0.5),
+    Signal("val_largest_cluster", margin=0.3, higher_is_better=False, limit=0.9),
+    # E(noise) - E(data): inverted by more than its best size, and by more than one unit
+    Signal("val_energy_gap", margin=2.0, relative=True, limit=-1.0),
+)
 
 
 @dataclass
@@ -70,6 +128,11 @@ class Run:
         """Whether `fit` will continue from a checkpoint (a resumed run that finished an epoch)."""
         return self.resume and (self.run_dir / CHECKPOINT).exists()
 
+    @property
+    def shows_progress_bar(self) -> bool:
+        """A progress bar only on a terminal: in a log file its frames are noise (carriage returns)."""
+        return self.is_main and self.config.train.progress and sys.stderr.isatty()
+
     def log(self, message: str) -> None:
         if self.is_main and self.config.train.progress:
             tqdm.write(message, file=sys.stderr)
@@ -85,6 +148,7 @@ class Job:
     the content of final.json from the metrics records; `recover(generator)` repairs the
     objective after a non-finite step (reset the SGLD buffer) — without it such a step stops
     the run. `constant_epochs` keep the full learning rate before a cosine schedule starts.
+    `signals` are the validation figures the divergence guard watches (those the records have).
     """
 
     model: nn.Module
@@ -101,6 +165,7 @@ class Job:
     selection_metric: str = "val_label_accuracy"  # what train.keep_best maximises
     unused_parameters: bool = False  # some epochs leave parameters out of the loss (DDP must know)
     learning_rates: dict = field(default_factory=dict)  # parameter -> its own learning rate (default train.lr)
+    signals: tuple[Signal, ...] = COLLAPSE_SIGNALS
 
 
 @contextlib.contextmanager
@@ -166,12 +231,81 @@ class NonFiniteGuard:
         if stopping:
             where = (f"; {self.run.run_dir / CHECKPOINT} holds the last good epoch ({self.last_good_epoch})"
                      if self.last_good_epoch else "")
-            advice = ("; try a smaller gedi.sgld.step_size, a lower train.lr or gedi.energy_magnitude > 0"
-                      if self.recover_fn is not None else "; try a lower train.lr")
             raise NesyError(f"training stopped: non-finite values at epoch {epoch}, step {step} ({reason})"
                             f"{f' after {self.max_recoveries} recoveries (train.max_nonfinite_recoveries)' if self.max_recoveries else ''}"
-                            f"{where}{advice}")
+                            f"{where}; {_stability_advice(self.recover_fn is not None)}")
         self.recover_fn(generator)
+
+
+def _stability_advice(samples_energies: bool) -> str:
+    """What to try when training is unstable; a job with an SGLD sampler has more knobs."""
+    if samples_energies:
+        return "try a smaller gedi.sgld.step_size, a lower train.lr or gedi.energy_magnitude > 0"
+    return "try a lower train.lr"
+
+
+class DivergenceGuard:
+    """Judges every epoch: it diverged when a training term is non-finite or exploded
+    (`TERM_GROWTH`, `TERM_FLOOR`), it collapsed when a watched validation signal fell from
+    its best (`Signal`). Keeps what it compares against (the last good epoch's training terms,
+    each signal's best over the good epochs) and the rollbacks; all of it is checkpointed."""
+
+    def __init__(self, signals: tuple[Signal, ...], max_rollbacks: int):
+        self.signals = signals
+        self.max_rollbacks = max_rollbacks
+        self.terms: dict[str, float] = {}  # train_<term> of the last good epoch
+        self.best: dict[str, float] = {}  # signal key -> its best value over the good epochs
+        self.rollbacks = 0
+        self.diverged_epochs: list[int] = []
+        self.lr_scale = 1.0  # the learning rates' fraction of the configured ones, after the retries
+
+    @property
+    def exhausted(self) -> bool:
+        """More divergences than train.max_rollbacks allows retries for: the run ends."""
+        return self.rollbacks > self.max_rollbacks
+
+    def verdict(self, record: dict, first_step: dict[str, float]) -> str | None:
+        """Why the epoch of `record` diverged or collapsed, or None when it is good. A term the
+        good epochs never had is compared with its value at this epoch's first step."""
+        reasons = []
+        for key, value in record.items():
+            if not key.startswith("train_") or not _is_number(value):
+                continue
+            reference = self.terms.get(key, first_step.get(key[len("train_"):]))
+            if not math.isfinite(value):
+                reasons.append(f"{key} {value}")
+            elif reference is not None and abs(value) > TERM_FLOOR and \
+                    abs(value) > TERM_GROWTH * max(abs(reference), 1.0):
+                reasons.append(f"{key} {value:.3g}, was {reference:.3g}")
+        for signal in self.signals:
+            value, best = record.get(signal.key), self.best.get(signal.key)
+            if _is_number(value) and (not math.isfinite(value) or (best is not None and signal.collapsed(value, best))):
+                reasons.append(f"{signal.key} {value:.3g}" + (f", best {best:.3g}" if best is not None else ""))
+        return "; ".join(reasons[:3]) if reasons else None
+
+    def accept(self, record: dict) -> None:
+        """`record`'s epoch is good: its terms become the reference, its signals may be the best."""
+        self.terms.update({k: float(v) for k, v in record.items() if k.startswith("train_") and _is_number(v)})
+        for signal in self.signals:
+            value = record.get(signal.key)
+            if _is_number(value) and (signal.key not in self.best or signal.better(value, self.best[signal.key])):
+                self.best[signal.key] = float(value)
+
+    def state_dict(self) -> dict:
+        return {"terms": dict(self.terms), "best": dict(self.best), "rollbacks": self.rollbacks,
+                "diverged_epochs": list(self.diverged_epochs), "lr_scale": self.lr_scale}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        state = state or {}  # a checkpoint written before the guard: nothing to compare against yet
+        self.terms = {str(k): float(v) for k, v in state.get("terms", {}).items()}
+        self.best = {str(k): float(v) for k, v in state.get("best", {}).items()}
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.diverged_epochs = [int(e) for e in state.get("diverged_epochs", [])]
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def epoch_generators(seed: int, epoch: int, device: torch.device, rank: int = 0) -> tuple[torch.Generator,
@@ -216,8 +350,9 @@ def fit(run: Run, job: Job) -> dict:
     config, dist, run_dir = run.config, run.dist, run.run_dir
     seed, batch_size = config.train.seed, config.train.batch_size
     total_epochs = job.epochs if job.epochs is not None else config.train.epochs
+    max_grad_norm = config.train.max_grad_norm  # None: gradients are not clipped
 
-    # ---------------------------------------------------------------- 1. optimiser, guard, resume
+    # ---------------------------------------------------------------- 1. optimiser, guards, resume
     step_module = distributed.wrap(_Step(job).to(run.device), dist, job.unused_parameters)
     parameters = [p for p in job.model.parameters() if p.requires_grad]
     optimizer = build_optimizer(parameters, config, job.learning_rates)
@@ -225,39 +360,45 @@ def fit(run: Run, job: Job) -> dict:
     steps = steps_per_epoch(shard_size, batch_size)
     scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)
     guard = NonFiniteGuard(run, job.recover)
+    divergence = DivergenceGuard(job.signals, config.train.max_rollbacks)
     tracker = run.tracker
     start_epoch, seconds, best = 0, [], None
     checkpoint = load_checkpoint(run_dir, map_location=run.device) if run.resume else None
     if checkpoint is not None:
-        start_epoch, seconds, best = _restore(checkpoint, run, job, optimizer, scheduler, guard)
+        start_epoch, seconds, best = _restore(checkpoint, run, job, optimizer, scheduler, guard, divergence)
         run.log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
     if run.resume and run.is_main:  # drop records of epochs after the checkpoint
         truncate_metrics(run_dir, start_epoch)
-    guard.last_good_epoch = start_epoch
+    guard.last_good_epoch = epoch = start_epoch
+    # Every rank keeps its own last good state in memory, as a checkpoint: a rollback is a resume.
+    last_good = _serialise(_checkpoint(run, job, optimizer, scheduler, guard, divergence, epoch, seconds, best))
+    stopped_early = None
 
     # ---------------------------------------------------------------- 2. epochs
-    for epoch in range(start_epoch + 1, total_epochs + 1):
-        order_generator, step_generator = epoch_generators(seed, epoch, run.device, dist.rank)
+    while epoch < total_epochs and stopped_early is None:
+        attempt = epoch + 1  # the epoch being trained; it becomes `epoch` once judged good
+        order_generator, step_generator = epoch_generators(seed, attempt, run.device, dist.rank)
         order = distributed.shard(torch.randperm(job.num_examples, generator=order_generator), dist)
         batch = min(batch_size, len(order))
         batches = order[: steps * batch].split(batch)
         job.model.train()
         sums: dict[str, Tensor] = {}
+        first_step: dict[str, float] | None = None  # the terms of the epoch's first step
         done = skipped = 0
         started = time.perf_counter()
-        progress = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} ({job.phase(epoch)})", leave=False,
-                        disable=not (config.train.progress and run.is_main), dynamic_ncols=True, file=sys.stderr)
+        progress = tqdm(batches, desc=f"epoch {attempt}/{total_epochs} ({job.phase(attempt)})", leave=False,
+                        disable=not run.shows_progress_bar, dynamic_ncols=True, file=sys.stderr)
         for step, rows in enumerate(progress, start=1):
             reason = None
             try:
-                terms = step_module(rows, step_generator, epoch)
+                terms = step_module(rows, step_generator, attempt)
                 if not bool(torch.isfinite(terms["total"].detach())):
                     reason = "non-finite loss (" + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items()) + ")"
             except NonFiniteError as error:  # SGLD diverged on this rank
                 terms, reason = None, str(error)
             if not distributed.all_agree(reason is None, dist):
                 skipped += 1
-                guard.recover(tracker, step_generator, epoch=epoch, step=step,
+                guard.recover(tracker, step_generator, epoch=attempt, step=step,
                               reason=reason or "non-finite values on another rank")
                 continue
             optimizer.zero_grad(set_to_none=True)
@@ -265,12 +406,16 @@ def fit(run: Run, job: Job) -> dict:
             if not distributed.all_agree(_gradients_finite(parameters), dist):
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
-                guard.recover(tracker, step_generator, epoch=epoch, step=step,
+                guard.recover(tracker, step_generator, epoch=attempt, step=step,
                               reason="a parameter gradient is not finite")
                 continue
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimizer.step()
             scheduler.step()
             done += 1
+            if first_step is None:
+                first_step = {key: float(value.detach()) for key, value in terms.items()}
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.detach() * len(rows)
             if step % 10 == 0:
@@ -280,23 +425,37 @@ def fit(run: Run, job: Job) -> dict:
         totals = distributed.sum_across({k: float(v) for k, v in sums.items()}, dist)
         examples = distributed.sum_across({"examples": float(done * batch)}, dist)["examples"]
 
-        # ------------------------------------------------------------ 3. evaluate, log, checkpoint
+        # ------------------------------------------------------------ 3. evaluate, judge, log, checkpoint
+        record, diverged = None, None
         if run.is_main:
-            record = {"epoch": epoch, "phase": job.phase(epoch), "seconds": round(seconds[-1], 3),
-                      "lr": scheduler.get_last_lr()[0], "steps": done, "skipped_steps": skipped,
+            record = {"epoch": attempt, "phase": job.phase(attempt), "seconds": round(seconds[-1], 3),
+                      "lr": optimizer.param_groups[0]["lr"], "steps": done, "skipped_steps": skipped,
                       **{f"train_{k}": v / max(examples, 1.0) for k, v in totals.items()},
-                      "nonfinite_recoveries": guard.count}
-            if is_evaluation_epoch(epoch, total_epochs, config.train.eval_every):
+                      "nonfinite_recoveries": guard.count, "rollbacks": divergence.rollbacks}
+            if is_evaluation_epoch(attempt, total_epochs, config.train.eval_every):
                 job.model.eval()
                 record.update(job.evaluate())
                 job.model.train()
+            diverged = divergence.verdict(record, first_step or {})
+        if not distributed.all_agree(diverged is None, dist):
+            seconds, best = _roll_back(run, job, optimizer, scheduler, guard, divergence, last_good,
+                                       diverged_epoch=attempt, reason=diverged)
+            if divergence.exhausted:
+                stopped_early = "diverged"
+            continue
+        epoch = attempt
+        if run.is_main:
+            divergence.accept(record)
             tracker.log(record)
-            state = _checkpoint(run, job, optimizer, scheduler, guard, epoch, seconds, best)
+        state = _checkpoint(run, job, optimizer, scheduler, guard, divergence, epoch, seconds, best)
+        if run.is_main:
             score = record.get(job.selection_metric)
             if config.train.keep_best and isinstance(score, (int, float)) and (best is None or score > best):
                 best = state["best"] = float(score)
                 save_checkpoint(state, run_dir, BEST)
-            save_checkpoint(state, run_dir)
+        last_good = _serialise(state)
+        if run.is_main:
+            atomic_write(run_dir / CHECKPOINT, lambda stream: stream.write(last_good))
             run.log(job.summary(record) if job.summary else f"epoch {epoch}: loss "
                     f"{record.get('train_total', math.nan):.4f}  {seconds[-1]:.1f}s")
         guard.last_good_epoch = epoch
@@ -306,38 +465,124 @@ def fit(run: Run, job: Job) -> dict:
     final = {}
     if run.is_main:
         job.model.eval()
-        final = job.finish(read_metrics(run_dir), tracker)
+        records = read_metrics(run_dir)
+        final = job.finish(records, tracker)
         final.setdefault("seconds_per_epoch", sum(seconds) / len(seconds) if seconds else None)
         final.setdefault("seconds_total", sum(seconds))
         final["nonfinite_recoveries"] = guard.count
+        final.update(rollbacks=divergence.rollbacks, diverged_epochs=list(divergence.diverged_epochs),
+                     stopped_early=stopped_early)
         if config.train.keep_best:
-            final.update(_best_summary(read_metrics(run_dir), job.selection_metric))
+            final.update(_best_summary(records, job.selection_metric))
+        final["ended_below_best"] = below = _ended_below_best(records, job.selection_metric)
+        if below is not None:
+            run.log(f"warning: the run ends with {below['metric']} {below['final']:.4f} "
+                    f"(epoch {below['final_epoch']}), below epoch {below['best_epoch']}'s {below['best']:.4f}"
+                    + ("; best.pt holds that epoch" if config.train.keep_best
+                       else "; train.keep_best keeps the best epoch in best.pt"))
         write_json(run_dir / FINAL, final)
     distributed.barrier(dist)
     return final
 
 
+def _roll_back(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
+               last_good: bytes, *, diverged_epoch: int, reason: str | None) -> tuple[list, float | None]:
+    """Restore the last good epoch's state (weights, objective state, optimiser, schedule, RNG)
+    after `diverged_epoch` diverged, keeping the counts of what happened since; the retry runs at
+    `ROLLBACK_LR_FACTOR` times the learning rates, unless the rollbacks are exhausted. Returns the
+    restored (seconds, best); logs the rollback to metrics.jsonl and the log (rank 0)."""
+    divergence.rollbacks += 1
+    divergence.diverged_epochs.append(diverged_epoch)
+    counts_since = (divergence.rollbacks, list(divergence.diverged_epochs), guard.count)
+    diverged_scale = divergence.lr_scale
+    restored_epoch, seconds, best = _restore(_deserialise(last_good, run.device), run, job, optimizer, scheduler,
+                                             guard, divergence)
+    divergence.rollbacks, divergence.diverged_epochs, guard.count = counts_since
+    stopping = divergence.exhausted
+    if not stopping:  # the restored rates are the last good epoch's; the retry goes below the diverged ones
+        restored_scale, divergence.lr_scale = divergence.lr_scale, diverged_scale * ROLLBACK_LR_FACTOR
+        _scale_learning_rates(optimizer, scheduler, divergence.lr_scale / restored_scale)
+    if run.is_main:
+        lr = optimizer.param_groups[0]["lr"]
+        run.tracker.log({"event": "rollback", "epoch": diverged_epoch, "reason": reason,
+                         "restored_epoch": restored_epoch, "rollbacks": divergence.rollbacks,
+                         "max_rollbacks": divergence.max_rollbacks, "lr": lr,
+                         "action": "stop" if stopping else f"retry at learning rate x{ROLLBACK_LR_FACTOR:g}"})
+        where = f"epoch {restored_epoch}" if restored_epoch else "the start"
+        if stopping:
+            run.log(f"epoch {diverged_epoch} diverged ({reason}): rolled back to {where}; stopping after "
+                    f"{divergence.max_rollbacks} retries (train.max_rollbacks), the run ends at {where}; "
+                    f"{_stability_advice(job.recover is not None)}")
+        else:
+            run.log(f"epoch {diverged_epoch} diverged ({reason}): rolled back to {where}, learning rate "
+                    f"x{ROLLBACK_LR_FACTOR:g} (now {lr:.3g})")
+    return seconds, best
+
+
+def _scale_learning_rates(optimizer, scheduler, factor: float) -> None:
+    """Multiply every parameter group's learning rate by `factor`, now and for the rest of the schedule."""
+    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+
+
+def _evaluated(records: list, metric: str) -> list:
+    """The epoch records (not events) that hold `metric`."""
+    return [r for r in records if "event" not in r and _is_number(r.get(metric))]
+
+
+def _best_record(scored: list, metric: str) -> dict:
+    return max(scored, key=lambda r: r[metric])  # the first of equals, as best.pt was written
+
+
 def _best_summary(records: list, metric: str) -> dict:
     """The evaluation epoch with the best `metric` and its held-out figures (best.pt holds its weights)."""
-    scored = [r for r in records if "event" not in r and isinstance(r.get(metric), (int, float))]
+    scored = _evaluated(records, metric)
     if not scored:
         return {"best_epoch": None}
-    best = max(scored, key=lambda r: r[metric])  # the first of equals, as best.pt was written
+    best = _best_record(scored, metric)
     return {"best_epoch": best["epoch"],
             **{f"best_{k}": v for k, v in best.items() if k.startswith(("val_", "test_"))}}
 
 
-def _checkpoint(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, epoch: int, seconds: list,
-                best: float | None) -> dict:
+def _ended_below_best(records: list, metric: str) -> dict | None:
+    """`metric` at its best and at the last evaluation, when the last is more than
+    `FINAL_MARGIN` below the best (a run must not end quietly worse than it was); else None."""
+    scored = _evaluated(records, metric)
+    if not scored:
+        return None
+    best, last = _best_record(scored, metric), scored[-1]
+    if best[metric] - last[metric] <= FINAL_MARGIN:
+        return None
+    return {"metric": metric, "best_epoch": best["epoch"], "best": best[metric], "final_epoch": last["epoch"],
+            "final": last[metric], "margin": FINAL_MARGIN}
+
+
+def _serialise(state: dict) -> bytes:
+    """A checkpoint as the bytes checkpoint.pt holds."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _deserialise(blob: bytes, device: torch.device) -> dict:
+    return torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
+
+
+def _checkpoint(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
+                epoch: int, seconds: list, best: float | None) -> dict:
     return {"kind": run.kind, "format": CHECKPOINT_FORMAT, "epoch": epoch,
             "weights": job.model.state_dict(),
             "state": job.state.state_dict() if job.state is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": _rng_state(), "seconds": list(seconds), "nonfinite_recoveries": guard.count,
-            "best": best, "config": run.config.to_dict()}
+            "divergence": divergence.state_dict(), "best": best, "config": run.config.to_dict()}
 
 
-def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard) -> tuple:
+def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard,
+             divergence: DivergenceGuard) -> tuple:
     path = run.run_dir / CHECKPOINT
     if checkpoint.get("kind") != run.kind or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise NesyError(f"not a {run.kind} checkpoint of this version (kind {checkpoint.get('kind')!r}, format "
@@ -355,6 +600,7 @@ def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: 
         scheduler.load_state_dict(checkpoint["scheduler"])
         epoch, seconds = int(checkpoint["epoch"]), [float(s) for s in checkpoint["seconds"]]
         guard.count = int(checkpoint.get("nonfinite_recoveries", 0))
+        divergence.load_state_dict(checkpoint.get("divergence"))
         _restore_rng(checkpoint.get("rng"))
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise NesyError(f"cannot resume: the checkpoint's training state does not match this run "

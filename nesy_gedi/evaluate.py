@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .builders import TRAIN_KIND, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
-from .data.images import resolve_data_root
+from .data.files import resolve_data_root
 from .data.tasks import TupleDataset, build_task_data
 from .errors import NesyError
 from .runs import CHECKPOINT, load_checkpoint, load_run_config, load_weights, select_device, write_json
@@ -20,10 +20,11 @@ def predict_split(perception, circuit: KnowledgeCircuit, dataset: TupleDataset, 
     """Predicted labels and concepts for every example, next to the truth (all on the CPU)."""
     was_training = perception.training
     perception.eval()
-    predicted_labels, predicted_concepts, concept_probs = [], [], []
+    predicted_labels, predicted_concepts, concept_probs, label_log_likelihood = [], [], [], []
     for rows in torch.arange(len(dataset)).split(batch_size):
-        images, _, _ = dataset.batch(rows)
+        images, _, labels = dataset.batch(rows)
         log_probs = F.log_softmax(perception(images.to(device)), dim=-1)
+        label_log_likelihood.append(circuit(log_probs, labels.to(device)).cpu())
         predicted_labels.append(circuit.predict(log_probs).cpu())
         predicted_concepts.append(circuit.concept_values(log_probs.argmax(dim=-1)).cpu())
         concept_probs.append(log_probs.exp().cpu())
@@ -34,6 +35,7 @@ def predict_split(perception, circuit: KnowledgeCircuit, dataset: TupleDataset, 
         "predicted_labels": torch.cat(predicted_labels),
         "predicted_concepts": torch.cat(predicted_concepts),
         "concept_probs": torch.cat(concept_probs),
+        "label_log_likelihood": torch.cat(label_log_likelihood),
     }
 
 
@@ -46,6 +48,8 @@ def evaluate_split(perception, circuit: KnowledgeCircuit, dataset: TupleDataset,
     return {
         "label_accuracy": float(label_correct.float().mean()),
         "concept_accuracy": float(concept_correct.float().mean()),
+        # The semantic loss on held-out examples: a label-supervised signal the engine watches.
+        "label_loss": float(-predictions["label_log_likelihood"].clamp_min(-1e4).mean()),
         "examples": len(dataset),
     }
 

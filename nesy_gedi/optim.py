@@ -14,7 +14,7 @@ from .config import TaskConfig
 
 def build_optimizer(parameters, config: TaskConfig, learning_rates: dict | None = None) -> torch.optim.Optimizer:
     """Adam with the task's learning rate and weight decay; `learning_rates` gives some
-    parameters their own rate (e.g. the cluster -> concept map's `train.map_lr`)."""
+    parameters their own rate (e.g. the cluster -> concept map's `map.lr`)."""
     parameters = list(parameters)
     special = {id(p): lr for p, lr in (learning_rates or {}).items()}
     groups = [{"params": [p for p in parameters if id(p) not in special]}] + [

@@ -10,6 +10,10 @@ SGLD can diverge. A NaN/inf energy, gradient or loss is caught at the step where
 appears: the replay buffer is reset, the event is logged to metrics.jsonl, the step is
 skipped on every rank, and after `train.max_nonfinite_recoveries` recoveries the run stops
 with a NesyError; the checkpoint of the last completed epoch stays in the run directory.
+Energies can also run away while staying finite; the engine's divergence guard watches the
+training terms and the validation split's largest cluster, cluster entropy, cluster accuracy
+and energy gap (`val_energy_gap`, uniform noise's mean energy minus the data's), and rolls
+an epoch that diverged back to the last good one.
 """
 from __future__ import annotations
 
@@ -194,8 +198,9 @@ def _score(backbone, inputs: Tensor, labels: Tensor, ood: Tensor | None, data: P
 
 def evaluate_epoch(backbone, selfsup: SelfSupervised, data: PretrainData, config: TaskConfig) -> dict:
     """What an evaluation epoch logs: clustering scores on the test split (unprefixed) and on the
-    validation split (`val_*`), the energy score's OOD AUROC on each, and the mean energies of
-    uniform noise and of the replay buffer."""
+    validation split (`val_*`), the energy score's OOD AUROC on each, the mean energies of
+    uniform noise and of the replay buffer and, for a generative method with a validation
+    split, the energy gap E(noise) - E(validation data) (positive while data is more probable)."""
     evaluation = _score(backbone, data.test, data.test_labels, data.ood, data, config, selfsup.energy_temperature)[0]
     if data.val is not None:
         scores = _score(backbone, data.val, data.val_labels, data.val_ood, data, config, selfsup.energy_temperature)[0]
@@ -204,6 +209,8 @@ def evaluate_epoch(backbone, selfsup: SelfSupervised, data: PretrainData, config
     _, noise_energy = predict(backbone, _noise(config, data.sample_shape, count, 12345), config.train.eval_batch_size,
                               selfsup.energy_temperature)
     evaluation["energy_noise"] = float(noise_energy.mean())
+    if selfsup.generative and "val_energy_test" in evaluation:
+        evaluation["val_energy_gap"] = evaluation["energy_noise"] - evaluation["val_energy_test"]
     buffer = selfsup.buffer_samples(count)
     if buffer is not None:
         evaluation["energy_buffer"] = float(predict(backbone, buffer, config.train.eval_batch_size,

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import TaskConfig, config_from_dict
-from .data.images import file_sha256, resolve_data_path
+from .config import TaskConfig, config_from_dict, upgrade_run_config
+from .data.files import file_sha256, resolve_data_path
 from .errors import NesyError
 
 CHECKPOINT = "checkpoint.pt"
@@ -243,7 +243,7 @@ def load_run_config(run_dir: Path) -> TaskConfig:
             raise NesyError(f"{copy.name} was changed after the run started (its sha256 differs from "
                             f"{MANIFEST}'s)", str(copy))
         data["logic"]["file"] = str(copy)
-    return config_from_dict(data, str(path))
+    return config_from_dict(upgrade_run_config(data), str(path))
 
 
 # Keys that may differ between a run and its resumption: where and how it runs, not what.
@@ -322,9 +322,12 @@ def load_weights(module: torch.nn.Module, state, path: Path, what: str = "the mo
         raise NesyError(f"checkpoint holds no weights for {what}", str(path))
     own = module.state_dict()
     state = dict(state)
-    for name, part in module.named_modules():  # entries added to a module after older checkpoints
+    for name, part in module.named_modules():  # entries added or renamed after older checkpoints
+        prefix = f"{name}." if name else ""
+        if hasattr(part, "upgrade_state"):
+            state = part.upgrade_state(state, prefix)
         for key, default in getattr(part, "state_added_later", {}).items():
-            state.setdefault(f"{name}.{key}" if name else key, default.clone())
+            state.setdefault(prefix + key, default.clone())
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     resized = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

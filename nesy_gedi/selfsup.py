@@ -29,7 +29,7 @@ The SGLD sampler (and so its replay buffer) is a submodule: `.to(device)` moves 
 `state_dict()` saves it.
 
 A diverging sampler raises `nesy_gedi.sgld.NonFiniteError` out of `losses`; callers
-reset the buffer with `reset_buffer()` and skip the step (see `pretrain.NonFiniteGuard`).
+reset the buffer with `reset_buffer()` and skip the step (see `engine.NonFiniteGuard`).
 """
 from __future__ import annotations
 

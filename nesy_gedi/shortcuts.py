@@ -56,7 +56,6 @@ __all__ = [
     "preserves_labels",
     "is_shortcut_map",
     "map_positions",
-    "best_naming",
 ]
 
 
@@ -517,65 +516,3 @@ def is_shortcut_map(circuit: KnowledgeCircuit, concept_map, support: np.ndarray 
     """Whether the map is one of the task's counted maps other than the identity: a reasoning shortcut."""
     return (not is_identity(circuit, concept_map, per_position)
             and preserves_labels(circuit, concept_map, support, per_position, classes))
-
-
-# ----------------------------------------------------------------------------- naming clusters
-# Namings scored at most by `best_naming` (cluster tuples seen x permutations): 10 clusters
-# and every pair of them is 100 x 10! = 3.6e8, a few seconds.
-MAX_NAMING_WORK = 2_000_000_000
-
-
-def best_naming(circuit: KnowledgeCircuit, cluster_tuples: np.ndarray, label_values: np.ndarray,
-                labelled: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
-    """The one-to-one naming of clusters by concept values that explains the most training
-    labels, found exactly over all C! permutations with the knowledge's own labels.
-
-    cluster_tuples [N, P]: each example's cluster per concept position (one shared domain of
-    C values, C clusters); label_values [N, L]: its observed labels. `labelled` (clusters [K],
-    values [K]) are images whose concept value is known: a naming that names more of them
-    right always wins, the labels then decide. Returns (naming [C]: the value of each cluster,
-    {"labels_explained", "labelled_right", "runner_up_labels_explained"}).
-    """
-    values = list(_shared_domain(circuit))
-    size, positions = len(values), len(circuit.concepts)
-    classes, class_labels = concept_label_classes(circuit)
-    cluster_tuples = np.asarray(cluster_tuples, dtype=np.int64).reshape(-1, positions)
-    observed, counts = np.unique(cluster_tuples, axis=0, return_counts=True)
-    work = len(observed) * math.factorial(size)
-    if work > MAX_NAMING_WORK:
-        raise NesyError(f"naming {size} clusters exactly scores {size}! namings against {len(observed)} "
-                        f"cluster tuples ({work:.1e} steps, limit {MAX_NAMING_WORK:.0e}); use the gradient "
-                        "map phase alone (train.map_search: false)", str(circuit.compiled.knowledge.path))
-    # Which label class each example's labels are (-1: labels no concept tuple gives).
-    label_class = {tuple(row): index for index, row in enumerate(np.asarray(class_labels).tolist())}
-    unexplained, ruled_out = len(class_labels), len(class_labels) + 1  # two extra columns
-    example_class = np.array([label_class.get(tuple(row), unexplained)
-                              for row in np.asarray(label_values).tolist()], dtype=np.int64)
-    tuple_of = {tuple(row): index for index, row in enumerate(observed.tolist())}
-    example_tuple = np.array([tuple_of[tuple(row)] for row in cluster_tuples.tolist()], dtype=np.int64)
-    # table[t, k]: examples with cluster tuple t whose labels are class k; the column of
-    # concept tuples the knowledge rules out stays 0.
-    table = np.zeros((len(observed), len(class_labels) + 2), dtype=np.int64)
-    np.add.at(table, (example_tuple, example_class), 1)
-    classes = np.where(classes < 0, ruled_out, classes)
-    permutations = np.array(list(itertools.permutations(range(size))), dtype=np.int8)  # [C!, C]: 36 MB at C = 10
-    explained = np.zeros(len(permutations), dtype=np.int64)
-    strides = size ** np.arange(positions - 1, -1, -1)
-    for index, clusters in enumerate(observed):
-        flat = permutations[:, clusters].astype(np.int64) @ strides  # the concept tuple the naming gives
-        explained += table[index, classes[flat]]
-    score = explained
-    labelled_right = np.zeros(len(permutations), dtype=np.int64)
-    if labelled is not None and len(labelled[0]):
-        position_of = {value: i for i, value in enumerate(values)}
-        targets = np.array([position_of[v] for v in np.asarray(labelled[1]).tolist()])
-        labelled_right = (permutations[:, np.asarray(labelled[0], dtype=np.int64)] == targets).sum(axis=1,
-                                                                                                   dtype=np.int64)
-        score = labelled_right * (len(cluster_tuples) + 1) + explained
-    order = np.argsort(-score, kind="stable")
-    best = order[0]
-    naming = np.array([values[v] for v in permutations[best]])
-    return naming, {"labels_explained": int(explained[best]) / max(len(cluster_tuples), 1),
-                    "labelled_right": int(labelled_right[best]),
-                    "runner_up_labels_explained": int(explained[order[1]]) / max(len(cluster_tuples), 1)
-                    if len(order) > 1 else None}

@@ -8,35 +8,33 @@ and the loss of a batch. Training modes (train.mode):
     sl+entropy   semantic loss + rsbench's concept-entropy regulariser
     sl+swav      semantic loss + SwAV on the same images
     sl+concepts  semantic loss + cross-entropy on observed concepts (the reference mitigation)
-`train.map_epochs` first trains only a cluster -> concept value map on the frozen backbone of
-`model.init` (a pretrained clustering), then everything. Observed concepts (`train.concept_supervision`, a fraction of the examples, and
+With `map.epochs`, a pretrained clustering (`model.init`) first has its clusters named
+(`nesy_gedi.naming`: the naming that explains the training labels best), then only the
+cluster -> value map trains on the frozen backbone, then everything. Observed concepts (`train.concept_supervision`, a fraction of the examples, and
 `train.concept_labels`, exactly K images of each value) add the cross-entropy term in any mode.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from . import engine
 from .builders import TRAIN_KIND, Perception, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
-from .config import TaskConfig
+from .config import SELF_SUPERVISED_MODES, TaskConfig
 from .data.augment import build_augment
 from .data.images import resolve_data_root
 from .data.tasks import build_task_data
 from .evaluate import evaluate_split
+from .naming import ConceptDomains, NamingResult, map_balance_loss, naming_positions, search_naming
 from .objectives.entropy import concept_entropy_loss
 from .objectives.semantic import semantic_loss
 from .pretrain import pretrained_backbone
 from .runs import read_manifest
 from .selfsup import SelfSupervised
-from .shortcuts import best_naming
-
-SELF_SUPERVISED_MODES = ("sl+gedi", "gedi->sl", "sl+swav")
 
 
 def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: str | None = None,
@@ -52,11 +50,12 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         train_set = splits["train"]
         sample_shape = tuple(train_set.images.shape[1:])
         perception = build_perception(config, circuit, sample_shape, initialise=not run.has_checkpoint).to(run.device)
-        if config.model.init and config.train.map_epochs == 0 and \
+        if config.model.init and config.map.epochs == 0 and \
                 read_manifest(Path(config.model.init)).get("kind") != TRAIN_KIND:
             run.log(f"note: model.init {config.model.init} is a clustering, whose cluster numbers are arbitrary; "
-                    "if its clusters are good (val_cluster_accuracy in its final.json), --set train.map_epochs=10 "
-                    "first learns which concept value each cluster means (docs/perception_from_pretraining.md)")
+                    "if its clusters are good (val_cluster_accuracy in its final.json), --set map.epochs=3 "
+                    "first names the clusters and learns which concept value each means "
+                    "(docs/perception_from_pretraining.md)")
         mode = config.train.mode
         selfsup = None
         if mode in SELF_SUPERVISED_MODES:
@@ -66,9 +65,10 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
         augment = build_augment(config.train.augment, **config.train.augment_options)
         observed = train_set.observed
         pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
-        map_epochs = config.train.map_epochs
-        if config.train.map_search and not run.has_checkpoint:
-            name_clusters(perception, circuit, train_set, config.train.eval_batch_size, run)
+        map_epochs = config.map.epochs
+        naming = None
+        if map_epochs and config.map.search and not run.has_checkpoint:
+            naming = name_clusters(config, perception, circuit, train_set, run)
 
         def phase(epoch: int) -> str:
             if epoch <= pretrain_epochs:
@@ -94,11 +94,8 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                 if mode == "sl+entropy":
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
                     total = total + terms["entropy"]
-                if config.train.map_balance:
-                    # Over equally frequent clusters (as GEDI's prior trains them) every value gets an
-                    # equal share: a map that merges values is penalised, a permutation is not.
-                    terms["map_balance"] = config.train.map_balance * concept_entropy_loss(
-                        perception.value_given_cluster())
+                if config.map.balance:
+                    terms["map_balance"] = config.map.balance * map_balance_loss(perception.cluster_map)
                     total = total + terms["map_balance"]
             if selfsup is not None and (phase(epoch) == "pretrain" or (phase(epoch) == "train" and mode != "gedi->sl")):
                 weight = 1.0 if phase(epoch) == "pretrain" else config.gedi.weight
@@ -119,43 +116,39 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
 
         job = engine.Job(
             model=perception, state=selfsup, loss=loss, num_examples=len(train_set), evaluate=evaluate,
-            finish=lambda records, tracker: final_report(config, circuit, records, pretrain_epochs),
+            finish=lambda records, tracker: final_report(config, circuit, records, pretrain_epochs, naming),
             recover=selfsup.reset_buffer if selfsup is not None else None, phase=phase,
             constant_epochs=pretrain_epochs + map_epochs, epochs=pretrain_epochs + map_epochs + config.train.epochs,
             summary=_summary, unused_parameters=map_epochs > 0,
-            learning_rates={perception.cluster_map: config.train.map_lr} if map_epochs > 0 else {})
+            learning_rates={perception.cluster_map.logits: config.map.lr} if map_epochs > 0 else {})
         return engine.fit(run, job)
 
 
-def name_clusters(perception: Perception, circuit: KnowledgeCircuit, train_set, batch_size: int, run) -> None:
-    """Start the cluster -> value map at the one-to-one naming that explains the most training
-    labels (and names the labelled images right), found exactly (`shortcuts.best_naming`) from
-    the frozen backbone's clusters; the map phase and the joint training then refine it."""
+def name_clusters(config: TaskConfig, perception: Perception, circuit: KnowledgeCircuit, train_set,
+                  run) -> NamingResult:
+    """Start the cluster -> value map at the naming that explains the training labels best
+    (labelled images named right first), from the frozen backbone's clusters of every
+    training image; the map phase and the joint training then refine it."""
     clusters, was_training = [], perception.training
     perception.eval()
     with torch.no_grad():
-        for start in range(0, len(train_set), batch_size):
-            images = train_set.batch(torch.arange(start, min(start + batch_size, len(train_set))))[0]
-            clusters.append(perception.backbone(images.flatten(0, 1).to(run.device)).argmax(-1)
-                            .view(images.shape[0], -1).cpu())
+        for start in range(0, len(train_set), config.train.eval_batch_size):
+            rows = torch.arange(start, min(start + config.train.eval_batch_size, len(train_set)))
+            images = train_set.batch(rows)[0].to(run.device)
+            clusters.append(perception.clusters(images).argmax(-1).cpu())
     perception.train(was_training)
     clusters = torch.cat(clusters).numpy()
-    concepts, labels = train_set.concepts.numpy(), train_set.labels.numpy()
     labelled = None
     if train_set.observed is not None:
-        seen = train_set.observed.numpy()
-        labelled = (clusters[seen], concepts[seen])
-    naming, found = best_naming(circuit, clusters, labels, labelled)
-    device = perception.cluster_map.device
-    positions = circuit.concept_positions(torch.as_tensor(naming, device=device))
-    with torch.no_grad():  # p(named value | cluster) = 0.99, the rest shared: the map can still move
-        rest = 0.01 / (len(naming) - 1)
-        perception.cluster_map.copy_(torch.full_like(perception.cluster_map, math.log(rest)))
-        perception.cluster_map[positions, torch.arange(len(naming), device=device)] = math.log(0.99)
-    run.log(f"clusters named {' '.join(map(str, naming.tolist()))} (cluster 0, 1, ...): "
-            f"{100 * found['labels_explained']:.1f} % of the training labels explained "
-            f"(next best naming {100 * found['runner_up_labels_explained']:.1f} %)"
-            + (f", {found['labelled_right']} of {len(labelled[0])} labelled images named right" if labelled else ""))
+        rows, positions = np.nonzero(train_set.observed.numpy())
+        labelled = (clusters[rows, positions], positions, train_set.concepts.numpy()[rows, positions])
+    found = search_naming(circuit, clusters, train_set.labels.numpy(), perception.cluster_map.logits.shape[-1],
+                          labelled, mode=config.map.mode, noise=config.map.noise, restarts=config.map.restarts,
+                          seed=config.train.seed)
+    perception.cluster_map.set_naming(naming_positions(found, ConceptDomains.of(circuit)))
+    for line in found.describe().splitlines():
+        run.log(line)
+    return found
 
 
 def _summary(record: dict) -> str:
@@ -166,7 +159,8 @@ def _summary(record: dict) -> str:
     return line + f"  {record['seconds']:.1f}s"
 
 
-def final_report(config: TaskConfig, circuit: KnowledgeCircuit, records: list, pretrain_epochs: int = 0) -> dict:
+def final_report(config: TaskConfig, circuit: KnowledgeCircuit, records: list, pretrain_epochs: int = 0,
+                 naming: NamingResult | None = None) -> dict:
     epochs = [r for r in records if "epoch" in r and "event" not in r]
     last = epochs[-1] if epochs else {}
     train_seconds = [r["seconds"] for r in epochs if r.get("phase") != "pretrain"]
@@ -182,6 +176,8 @@ def final_report(config: TaskConfig, circuit: KnowledgeCircuit, records: list, p
         "seconds_total": sum(r["seconds"] for r in epochs),
         "circuit": {k: v for k, v in circuit.compiled.summary().items() if k != "variables"},
     }
+    if naming is not None:
+        final["naming"] = naming.to_dict()
     for key, value in last.items():
         if key.startswith(("test_", "val_")) and key not in final:
             final[key] = value

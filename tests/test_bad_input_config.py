@@ -96,7 +96,7 @@ CASES = [
     ("max-nonfinite-recoveries", "train:\n  max_nonfinite_recoveries: -1\n", [],
      "train.max_nonfinite_recoveries: must be at least 0", 2),
     ("eval-batch-size-zero", "train:\n  eval_batch_size: 0\n", [], "train.eval_batch_size: must be at least 1", 2),
-    ("concept-labels-zero", "train:\n  concept_labels: 0\n", [], "train.concept_labels: must be at least 1", 2),
+    ("concept-labels-negative", "train:\n  concept_labels: -1\n", [], "train.concept_labels: must be at least 0", 2),
     ("entropy-weight-negative", "train:\n  entropy_weight: -0.5\n", [], "train.entropy_weight: must be at least 0", 2),
     ("keep-best-string", "train:\n  keep_best: 'yes'\n", [], "train.keep_best: expected bool, got 'yes'", 2),
     ("tensorboard-number", "train:\n  tensorboard: 1\n", [], "train.tensorboard: expected bool, got 1", 2),

@@ -25,11 +25,12 @@ import numpy as np
 import pytest
 import torch
 
-from nesy_gedi import compiler
+from nesy_gedi import circuit_cache, compiler
 from nesy_gedi.circuit import KnowledgeCircuit
+from nesy_gedi.circuit_cache import CacheWarning
 from nesy_gedi.cli import main
-from nesy_gedi.compiler import (CacheWarning, compile_file, compile_knowledge_uncached, decimal_string,
-                                exact_model_count, json_safe_count, parse_decimal, require_labels)
+from nesy_gedi.compiler import compile_file, compile_knowledge_uncached, exact_model_count, require_labels
+from nesy_gedi.decimal_text import decimal_string, json_safe_count, parse_decimal
 from nesy_gedi.errors import LogicError
 from nesy_gedi.logic import ground as ground_module
 from nesy_gedi.logic.ground import BruteForce, load_knowledge
@@ -73,7 +74,7 @@ def assert_right_answers(compiled, n: int) -> None:
 def reseal(entry: Path) -> None:
     """Rewrite the manifest to match the entry's files, as a consistent forgery would."""
     contents = {name: (entry / name).read_bytes() for name in CACHED_FILES}
-    (entry / "manifest.json").write_bytes(compiler._manifest(entry.name, contents))
+    (entry / "manifest.json").write_bytes(circuit_cache._manifest(entry.name, contents))
 
 
 def read_meta(entry: Path) -> dict:

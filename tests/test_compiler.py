@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from nesy_gedi.circuit import KnowledgeCircuit
-from nesy_gedi.compiler import (VTREE_TYPES, CacheWarning, CompiledKnowledge, compile_file,
-                                compile_knowledge_uncached, exact_model_count)
+from nesy_gedi.circuit_cache import CacheWarning
+from nesy_gedi.compiler import (VTREE_TYPES, CompiledKnowledge, compile_file, compile_knowledge_uncached,
+                                exact_model_count)
 from nesy_gedi.errors import LogicError
 from nesy_gedi.logic.ground import Constraint, Knowledge, Variable
 from random_logic import random_kb

@@ -73,7 +73,7 @@ def test_exponent_notation_is_a_float_in_files_and_overrides(tmp_path):
     # YAML 1.1 (PyYAML) reads "1e-4" as a string; a float key takes it as the number it means.
     path = write_task(tmp_path, "name: x\ntrain:\n  lr: 3e-4\n")
     assert load_config(path).train.lr == pytest.approx(3e-4)
-    config = load_config(ADDITION, ["train.lr=1e-4", "gedi.sgld.noise_std=5E-3"])
+    config = load_config(ADDITION, ["train.lr=1e-4", "train.mode=sl+gedi", "gedi.sgld.noise_std=5E-3"])
     assert config.train.lr == pytest.approx(1e-4) and config.gedi.sgld.noise_std == pytest.approx(5e-3)
     with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got '1e2'"):
         load_config(ADDITION, ["train.epochs=1e2"])  # an int key still wants an int
@@ -222,13 +222,34 @@ def test_every_number_field_has_a_range():
 
     unranged = set(number_keys(TaskConfig(), "")) - set(config_module._RANGES)
     assert unranged == {"gedi.sgld.low", "gedi.sgld.high"}  # checked together: low < high
-    for key, value in (("train.map_epochs", -1), ("train.map_lr", 0), ("train.map_balance", -0.5)):
+    for key, value in (("map.epochs", -1), ("map.lr", 0), ("map.balance", -0.5), ("map.noise", 1.0)):
         with pytest.raises(ConfigError, match=key):
-            load_config(ADDITION, [f"{key}={value}"])
-    with pytest.raises(ConfigError, match="train.map_balance: weighs a prior on the cluster -> value map"):
-        load_config(ADDITION, ["train.map_balance=1"])
-    with pytest.raises(ConfigError, match="train.map_search: names the clusters in the cluster -> value map"):
-        load_config(ADDITION, ["train.map_search=true"])
+            load_config(ADDITION, [f"{key}={value}", "map.epochs=1" if key != "map.epochs" else "map.lr=1"])
+    load_config(ADDITION, ["train.concept_labels=0"])  # 0: no labelled images
+
+
+def test_the_map_keys_live_in_their_own_section_and_need_a_map_phase():
+    for old, new in (("train.map_epochs", "map.epochs"), ("train.map_search", "map.search"),
+                     ("train.map_balance", "map.balance"), ("train.map_lr", "map.lr")):
+        with pytest.raises(ConfigError, match=f"{old} is now {new}"):
+            load_config(ADDITION, [f"{old}=1"])
+    with pytest.raises(ConfigError, match="map.balance: is read by the map phase, which only map.epochs > 0 runs"):
+        load_config(ADDITION, ["map.balance=1"])
+    with pytest.raises(ConfigError, match="map.mode: unknown naming mode"):
+        load_config(ADDITION, ["map.epochs=1", "map.mode=two-to-one"])
+    config = load_config(ADDITION, ["map.epochs=2", "map.mode=many-to-one", "map.restarts=3"])
+    assert (config.map.epochs, config.map.mode, config.map.restarts, config.map.search) == (2, "many-to-one", 3, True)
+
+
+def test_a_key_the_chosen_mode_does_not_read_is_refused_naming_the_mode():
+    with pytest.raises(ConfigError, match=r"--set gedi.generative: train.mode sl does not read gedi \(only sl\+gedi"):
+        load_config(ADDITION, ["gedi.generative=3"])
+    with pytest.raises(ConfigError, match="train.mode sl\+gedi does not read gedi.pretrain_epochs"):
+        load_config(ADDITION, ["train.mode=sl+gedi", "gedi.pretrain_epochs=2"])
+    with pytest.raises(ConfigError, match="train.mode sl does not read train.entropy_weight"):
+        load_config(ADDITION, ["train.entropy_weight=2"])
+    assert load_config(ADDITION, ["train.mode=sl+gedi", "gedi.generative=3"]).gedi.generative == 3
+    assert load_config(ADDITION, ["train.mode=gedi->sl", "gedi.pretrain_epochs=2"]).gedi.pretrain_epochs == 2
 
 
 def test_every_backbone_and_augmentation_is_known_to_the_checks():
@@ -251,7 +272,7 @@ def test_public_api_is_kept():
     assert "source" not in config.to_dict() and config.source == str(ADDITION)
     assert resolve_logic_path("logic/addition.logic", str(ADDITION)).exists()
     assert [f.name for f in dataclasses.fields(TaskConfig)] == [
-        "name", "logic", "data", "model", "train", "gedi", "circuit", "source"]
+        "name", "logic", "data", "model", "train", "map", "gedi", "circuit", "source"]
 
 
 def test_the_documented_defaults_are_the_configs_defaults():

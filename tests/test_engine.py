@@ -11,9 +11,9 @@ import torch
 
 from nesy_gedi import engine
 from nesy_gedi.builders import Perception, _posterior_temperature
-from nesy_gedi.config import TRAINING_MODES, load_config
+from nesy_gedi.config import SELF_SUPERVISED_MODES, TRAINING_MODES, load_config
 from nesy_gedi.errors import NesyError
-from nesy_gedi.objectives.entropy import concept_entropy_loss
+from nesy_gedi.naming import ClusterMap
 from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, load_weights, read_metrics
 from nesy_gedi.pretrain import _without_defaults, pretraining_fields, pretraining_key
 from nesy_gedi.train import train
@@ -24,9 +24,11 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
 TINY = ["data.train_examples=64", "data.test_examples=40", "data.val_examples=20", "train.progress=false",
-        "train.num_threads=1", "train.epochs=2", "train.batch_size=16", "gedi.sgld.steps=2",
-        "gedi.sgld.buffer_size=64", "gedi.pretrain_epochs=1"]
-MODES = [[f"train.mode={mode}"] for mode in TRAINING_MODES] + [["train.concept_labels=1"]]
+        "train.num_threads=1", "train.epochs=2", "train.batch_size=16"]
+TINY_GEDI = ["gedi.sgld.steps=2", "gedi.sgld.buffer_size=64"]  # only the self-supervised modes read gedi.*
+MODES = ([[f"train.mode={mode}"] + (TINY_GEDI if mode in SELF_SUPERVISED_MODES else [])
+          + (["gedi.pretrain_epochs=1"] if mode == "gedi->sl" else []) for mode in TRAINING_MODES]
+         + [["train.concept_labels=1"]])
 
 
 def _epochs(run_dir: Path) -> list:
@@ -122,19 +124,31 @@ def test_run_directory_refuses_a_second_fresh_run_and_an_empty_resume(mnist_root
 
 
 # ----------------------------------------------------------------------------- from a pretraining
+def _one_domain_map(clusters: int = 3) -> ClusterMap:
+    return ClusterMap(group_of=(0, 0), sizes=(clusters,), width=clusters, clusters=clusters)
+
+
 def test_the_cluster_map_starts_uniform_and_a_frozen_backbone_gets_no_gradient():
     backbone = torch.nn.Linear(4, 3)
-    perception = Perception(backbone, 3, cluster_map=True)
+    perception = Perception(backbone, _one_domain_map())
     images = torch.randn(5, 2, 4)
     assert torch.allclose(perception(images).exp(), torch.full((5, 2, 3), 1 / 3), atol=1e-6)
     with torch.no_grad():
-        perception.cluster_map.copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]))
+        perception.cluster_map.logits.copy_(torch.tensor([[[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]]))
     log_probs = perception(images, frozen_backbone=True)
     cluster = torch.softmax(backbone(images), dim=-1).detach()  # temperature 1 by default
-    mixing = torch.softmax(perception.cluster_map.detach(), dim=0)  # p(value | cluster), columns sum to 1
+    mixing = torch.softmax(perception.cluster_map.logits[0].detach(), dim=0)  # p(value | cluster), columns sum to 1
     assert torch.allclose(log_probs.exp(), cluster @ mixing.T, atol=1e-6)
     log_probs.sum().backward()
-    assert backbone.weight.grad is None and perception.cluster_map.grad is not None
+    assert backbone.weight.grad is None and perception.cluster_map.logits.grad is not None
+
+
+def test_a_map_saved_as_one_matrix_loads_into_the_per_domain_map():
+    perception = Perception(torch.nn.Linear(4, 3), _one_domain_map())
+    old = {k: v for k, v in perception.state_dict().items() if not k.startswith("cluster_map")}
+    old["cluster_map"] = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]])
+    load_weights(perception, old, Path("checkpoint.pt"))
+    assert torch.equal(perception.cluster_map.logits[0], old["cluster_map"])
 
 
 def test_the_pretraining_key_ignores_where_it_runs_and_keys_left_at_their_defaults():
@@ -158,12 +172,12 @@ def test_the_pretraining_key_ignores_where_it_runs_and_keys_left_at_their_defaul
 
 def test_a_clustering_is_read_with_the_posterior_it_was_trained_with():
     backbone = torch.nn.Linear(4, 3)
-    perception = Perception(backbone, 3, cluster_map=True, temperature=0.1)
+    perception = Perception(backbone, _one_domain_map(), temperature=0.1)
     with torch.no_grad():
-        perception.cluster_map.copy_(torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]))
+        perception.cluster_map.logits.copy_(torch.tensor([[[2.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 0.0]]]))
     images = torch.randn(5, 2, 4)
     cluster = torch.softmax(backbone(images) / 0.1, dim=-1)  # the clustering's own p(c | x)
-    expected = cluster @ torch.softmax(perception.cluster_map, dim=0).T
+    expected = cluster @ torch.softmax(perception.cluster_map.logits[0], dim=0).T
     assert torch.allclose(perception(images).exp(), expected.detach(), atol=1e-6)
     # The temperature is the pretraining's gedi.temperature, or a train run's own.
     assert _posterior_temperature({"kind": "pretrain", "config": {"gedi": {"temperature": 0.1}}}) == 0.1
@@ -175,24 +189,12 @@ def test_a_clustering_is_read_with_the_posterior_it_was_trained_with():
     assert float(perception.temperature) == 1.0
 
 
-def test_the_map_balance_prior_penalises_merged_values_not_permutations():
-    perception = Perception(torch.nn.Linear(4, 3), 3, cluster_map=True)
-    with torch.no_grad():
-        perception.cluster_map.copy_(50.0 * torch.eye(3)[[2, 0, 1]])  # a permutation, sharp
-    assert float(concept_entropy_loss(perception.value_given_cluster()).detach()) == pytest.approx(0.0, abs=1e-6)
-    with torch.no_grad():  # clusters 0 and 1 both mean value 0, cluster 2 means value 2
-        perception.cluster_map.copy_(50.0 * torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
-    shares = torch.tensor([2 / 3, 1 / 3])
-    expected = 1.0 - float(-(shares * shares.log()).sum()) / math.log(3)
-    assert float(concept_entropy_loss(perception.value_given_cluster()).detach()) == pytest.approx(expected, abs=1e-6)
-
-
 @pytest.mark.mnist
 def test_a_task_naming_its_pretraining_runs_it_once_then_reuses_it(mnist_root, tmp_path):
     pretraining = ["data.train_examples=64", "data.test_examples=50", "data.ood_dataset=null",
                    "train.epochs=1", "train.batch_size=32", "train.progress=false", "gedi.method=no-gen"]
-    overrides = TINY + [f"model.pretrain={ROOT / 'tasks' / 'gedi_mnist.yaml'}", "train.map_epochs=1",
-                        "train.map_balance=1.0", "train.map_search=true",
+    overrides = TINY + [f"model.pretrain={ROOT / 'tasks' / 'gedi_mnist.yaml'}", "map.epochs=1",
+                        "map.balance=1.0", "map.search=true",
                         "model.pretrain_overrides=[" + ", ".join(pretraining) + "]"]
     config = load_config(ADDITION, overrides)
     train(config, tmp_path / "first", data_root=str(mnist_root))

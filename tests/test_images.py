@@ -10,7 +10,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from nesy_gedi.data.images import _DECOMPRESSED, clear_image_cache, load_images, resolve_data_root, to_float
+from nesy_gedi.data.files import resolve_data_root
+from nesy_gedi.data.images import clear_image_cache, load_images, to_float
+from nesy_gedi.data.mnist import _DECOMPRESSED
 from nesy_gedi.errors import DataError
 
 torch.set_num_threads(1)

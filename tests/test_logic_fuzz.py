@@ -265,7 +265,7 @@ def test_fuzz_cache_entries(workdir, genuine_entry, name, mutations, resealed):
     no crash and the circuit computes exactly what the genuine one does."""
     import torch
 
-    from nesy_gedi import compiler
+    from nesy_gedi import circuit_cache
 
     key, files, expected = genuine_entry
     cache = workdir / "cache"
@@ -275,11 +275,11 @@ def test_fuzz_cache_entries(workdir, genuine_entry, name, mutations, resealed):
     contents[name] = mutate(files[name].decode("ascii"), mutations).encode("utf-8", "surrogatepass")
     for file_name, data in contents.items():
         (entry / file_name).write_bytes(data)
-    (entry / "manifest.json").write_bytes(compiler._manifest(key, contents if resealed else files))
+    (entry / "manifest.json").write_bytes(circuit_cache._manifest(key, contents if resealed else files))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compiled = compile_file(LOGIC / "addition.logic", {"N": 1}, cache_dir=cache)
-    notices = [w for w in caught if issubclass(w.category, compiler.CacheWarning)]
+    notices = [w for w in caught if issubclass(w.category, circuit_cache.CacheWarning)]
     assert compiled.cache_hit != bool(notices) and len(notices) <= 1
     assert compiled.model_count == 100
     torch.testing.assert_close(_circuit_outputs(compiled), expected, atol=1e-12, rtol=1e-12)
@@ -295,7 +295,7 @@ def test_fuzz_numbers_in_a_resealed_sdd(workdir, genuine_entry, changes):
     every one that would crash libsdd or KLay or change an answer."""
     import torch
 
-    from nesy_gedi import compiler
+    from nesy_gedi import circuit_cache
 
     key, files, expected = genuine_entry
     lines = files["knowledge.sdd"].decode("ascii").split("\n")
@@ -311,9 +311,9 @@ def test_fuzz_numbers_in_a_resealed_sdd(workdir, genuine_entry, changes):
     entry.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
         (entry / name).write_bytes(data)
-    (entry / "manifest.json").write_bytes(compiler._manifest(key, contents))
+    (entry / "manifest.json").write_bytes(circuit_cache._manifest(key, contents))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", compiler.CacheWarning)
+        warnings.simplefilter("ignore", circuit_cache.CacheWarning)
         compiled = compile_file(LOGIC / "addition.logic", {"N": 1}, cache_dir=entry.parent)
     assert compiled.model_count == 100
     torch.testing.assert_close(_circuit_outputs(compiled), expected, atol=1e-12, rtol=1e-12)

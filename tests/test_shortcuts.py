@@ -5,7 +5,6 @@ import collections
 import itertools
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from nesy_gedi.compiler import compile_file, compile_knowledge_uncached
 from nesy_gedi.config import load_config
 from nesy_gedi.diagnose import count_shortcuts_for_task, format_shortcut_count, task_support
 from nesy_gedi.errors import NesyError
-from nesy_gedi.shortcuts import (best_naming, count_shortcuts, is_shortcut_map, preserves_labels, shortcut_knowledge,
+from nesy_gedi.shortcuts import (count_shortcuts, is_shortcut_map, preserves_labels, shortcut_knowledge,
                                   suggest_labels, with_permutations_only)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -505,48 +504,13 @@ def test_the_docs_table_of_shortcut_prone_tasks_matches_the_counts():
             result["suggested_labels"]["values"], task
 
 
-def test_a_concept_space_too_large_to_count_is_refused_at_once(capsys):
-    """3-digit addition has 10**6 concept tuples: counting ran for minutes before the bound."""
-    started = time.perf_counter()
-    assert main(["count-shortcuts", str(REPO / "tasks" / "mnist_addition.yaml"), "--set", "N=3"]) == 2
-    assert time.perf_counter() - started < 60
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "has 1000000 tuples" in error[0] and "limited to 100000" in error[0]
-
-
-# ----------------------------------------------------------------------------- naming clusters
-def test_best_naming_matches_brute_force_over_every_permutation(tmp_path):
-    circuit = _circuit(tmp_path, "concept a : 0..4\nconcept b : 0..4\nlabel s : 0..8\nconstraint a + b == s\n")
-    rng = np.random.default_rng(0)
-    concepts = rng.integers(0, 5, size=(300, 2))
-    relabel = np.array([3, 0, 4, 1, 2])  # cluster of each true value
-    clusters = relabel[concepts]
-    noisy = rng.random(clusters.shape) < 0.15  # imperfect clusters
-    clusters[noisy] = rng.integers(0, 5, size=int(noisy.sum()))
-    labels = concepts.sum(axis=1, keepdims=True)
-
-    def explained(naming):
-        return int(((naming[clusters[:, 0]] + naming[clusters[:, 1]]) == labels[:, 0]).sum())
-
-    brute = max(itertools.permutations(range(5)), key=lambda p: explained(np.array(p)))
-    naming, found = best_naming(circuit, clusters, labels)
-    assert explained(naming) == explained(np.array(brute)) and found["labels_explained"] == explained(naming) / 300
-    np.testing.assert_array_equal(naming[relabel], np.arange(5))  # addition's labels name every cluster
-    assert found["runner_up_labels_explained"] < found["labels_explained"]
-
-
-def test_best_naming_lets_labelled_images_decide_a_permutation_shortcut():
-    circuit = build_circuit(load_config(REPO / "tasks" / "mnist_evenodd.yaml"))
-    support = np.array([[0, 6], [2, 8], [4, 6], [4, 8], [1, 5], [3, 7], [1, 9], [3, 9]])
-    concepts = np.concatenate([support, support[:, ::-1]])
-    relabel = np.array([7, 2, 9, 0, 4, 1, 8, 3, 6, 5])
-    sums = concepts.sum(axis=1)
-    labels = np.stack([sums // 10, sums % 10], axis=1)  # the sum's digits s[0], s[1]
-    unlabelled, found = best_naming(circuit, relabel[concepts], labels)
-    shift = (np.arange(10) + 5) % 10
-    assert found["labels_explained"] == 1.0
-    assert unlabelled[relabel].tolist() in (list(range(10)), shift.tolist())  # the truth or d -> d+5: a tie
-    labelled, found = best_naming(circuit, relabel[concepts], labels, (relabel[[3]], np.array([3])))
-    assert labelled[relabel].tolist() == list(range(10)) and found["labelled_right"] == 1
-    wrong, _ = best_naming(circuit, relabel[concepts], labels, (relabel[[3]], np.array([8])))
-    assert wrong[relabel].tolist() == shift.tolist()  # a label is obeyed first, then the knowledge
+def test_a_concept_space_too_large_to_count_skips_the_count_and_lists_near_shortcuts(capsys):
+    """3-digit addition has 10**6 concept tuples: counting ran for minutes before the bound;
+    the near-shortcuts are scored on drawn tuples instead."""
+    assert main(["count-shortcuts", str(REPO / "tasks" / "mnist_addition.yaml"), "--set", "N=3"]) == 0
+    out = capsys.readouterr().out
+    assert "exact count skipped" in out and "has 1000000 tuples" in out and "limited to 100000" in out
+    assert "near-shortcuts (wrong maps keeping the most training labels" in out
+    assert main(["count-shortcuts", str(REPO / "tasks" / "mnist_addition.yaml"), "--set", "N=3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["shortcuts"] is None and 0.5 < result["near_shortcuts"][0]["label_share"] < 0.9

@@ -44,7 +44,8 @@ from ..config import SupportConfig, TaskConfig
 from ..errors import ConfigError, DataError
 from ..logic.ground import evaluate_condition
 from ..logic.syntax import parse_expression
-from .images import class_names, load_images, resolve_data_path, to_float
+from .files import resolve_data_path
+from .images import class_names, load_images, to_float
 
 MAX_ENUMERATED_SUPPORT = 1_000_000
 SUPERVISED_SEED_OFFSET = 17  # supervised_rows (as train.py always drew it)

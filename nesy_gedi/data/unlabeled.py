@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ..config import TaskConfig
 from ..errors import ConfigError, DataError
-from .images import class_names, load_images, resolve_data_path, resolve_data_root
+from .files import resolve_data_path, resolve_data_root
+from .images import class_names, load_images
 from .toy import TOY_DATASETS, make_toy
 
 
