@@ -62,6 +62,7 @@ DEFAULT_TASKS = ("evenodd", "small")
 METRICS = ("label_accuracy", "label_accuracy_ood", "concept_accuracy", "matched_concept_accuracy",
            "concept_nmi", "concept_collapse")
 HEADERS = ("label acc ID", "label acc OOD", "concept acc", "matched concept acc", "concept NMI", "collapse")
+NEAR_SHARE = 0.9
 PLAN_KEYS = {"task", "modes", "variants", "concept_labels", "seeds", "set"}
 
 
@@ -276,8 +277,11 @@ def summarise(runs: list) -> list:
                "runs_that_learned_a_shortcut": sum(bool(r["concept_map_is_shortcut"]) for r in group),
                "runs_that_learned_the_concepts": sum(bool(r["concept_map_is_identity"]) for r in group),
                "runs_that_learned_a_permutation": sum(bool(r["concept_map_is_shortcut"])
-                                                      and bool(r.get("concept_map_is_permutation")) for r in group)}
-        for metric in METRICS + ("val_label_accuracy",):
+                                                      and bool(r.get("concept_map_is_permutation")) for r in group),
+               # A wrong learned map that keeps at least NEAR_SHARE of the training labels.
+               "runs_on_a_near_shortcut": sum(not r["concept_map_is_identity"] and r.get("map_label_share") is not None
+                                              and r["map_label_share"] >= NEAR_SHARE for r in group)}
+        for metric in METRICS + ("val_label_accuracy", "naming_seconds", "map_label_share"):
             row[metric] = spread([r.get(metric) for r in group])
         row["backbone_cluster_accuracy"] = spread([(r.get("backbone") or {}).get("cluster_accuracy") for r in group])
         row["backbones"] = len({r["backbone"]["run"] for r in group if r.get("backbone")})
@@ -363,6 +367,12 @@ def _record(done: int, job: Job, args, future, total: int) -> dict:
     record["val_label_accuracy"] = final.get("val_label_accuracy")
     record["train_seconds"] = final.get("seconds_total")
     record["epochs"] = final.get("epochs")
+    record["map_label_share"] = diagnosis.get("map_label_share")
+    record["nearest_shortcut"] = diagnosis.get("nearest_shortcut")
+    naming = final.get("naming") or {}
+    record["naming_seconds"] = naming.get("seconds")
+    record["naming_labels_explained"] = naming.get("labels_explained")
+    record["test_sum_accuracy"] = final.get("test_label_accuracy")
     print(f"    label ID {record['label_accuracy']:.3f}"
           + (f"  OOD {record['label_accuracy_ood']:.3f}" if record["label_accuracy_ood"] is not None else "")
           + f"  concepts {record['concept_accuracy']:.3f}"

@@ -69,6 +69,8 @@ GUIDED_MOVES = 8
 # Below this many distinct example positions the local search scores every move exactly.
 CHEAP_MOVE_POSITIONS = 2000
 KICKS = 30
+# The learned map's logit for a value outside a cluster's domain.
+OUTSIDE_DOMAIN_LOGIT = -1e4
 # Circuit rows per evaluation call.
 EVALUATION_CHUNK = 4096
 
@@ -669,7 +671,9 @@ class ClusterMap(nn.Module):
         self.register_buffer("group_of", torch.tensor(group_of, dtype=torch.long), persistent=False)
 
     def log_value_given_cluster(self) -> torch.Tensor:
-        return torch.log_softmax(self.logits.masked_fill(self.invalid, -math.inf), dim=1)  # [G, D, K]
+        # Values outside a domain get a finite, negligible weight: with -inf, a position's
+        # logsumexp over clusters would be -inf everywhere and its gradient NaN.
+        return torch.log_softmax(self.logits.masked_fill(self.invalid, OUTSIDE_DOMAIN_LOGIT), dim=1)  # [G, D, K]
 
     def forward(self, cluster_log_probs: torch.Tensor) -> torch.Tensor:
         per_position = self.log_value_given_cluster()[self.group_of]  # [P, D, K]

@@ -258,6 +258,9 @@ def test_the_cluster_map_starts_at_a_naming_and_mixes_per_domain():
     values = cluster_map(cluster).exp()[0]
     assert values[0].tolist() == pytest.approx([0.05, 0.05, 0.9], abs=1e-6)
     assert values[2].tolist() == pytest.approx([0.1, 0.9, 0.0], abs=1e-6)
+    # The gradient stays finite although value 2 is outside the second domain.
+    cluster_map(torch.log_softmax(torch.randn(4, 3, 3), dim=-1)).logsumexp(-1).sum().backward()
+    assert bool(torch.isfinite(cluster_map.logits.grad).all())
 
 
 def test_the_balance_prior_is_zero_for_a_permutation_and_positive_for_a_merge():
