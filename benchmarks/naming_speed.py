@@ -58,6 +58,17 @@ def run_task(name: str, noise: float, seed: int) -> dict:
             "runner_up_labels_explained": found.runner_up_labels_explained}
 
 
+def markdown(rows: list) -> str:
+    lines = ["| task | positions | examples | method | seconds | planted naming found | labels explained "
+             "(runner-up) | load |", "|---|---:|---:|---|---:|---|---|---:|"]
+    for row in rows:
+        lines.append(f"| {row['task']} | {row['positions']} | {row['examples']} | {row['method']} | "
+                     f"{row['seconds']:.1f} | {'yes' if row['truth_found'] else 'no'} | "
+                     f"{100 * row['labels_explained']:.1f} % ({100 * row['runner_up_labels_explained']:.1f} %) | "
+                     f"{row['load_average_1m']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=TASKS)
@@ -74,15 +85,9 @@ def main(argv=None) -> int:
         print(f"{name}: {rows[-1]['seconds']:.1f} s, truth found {rows[-1]['truth_found']}", flush=True)
     result = {"benchmark": "naming_speed", "noise": args.noise, "seed": args.seed, "rows": rows,
               **machine_info()}
+    result["markdown"] = markdown(rows)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| task | positions | examples | method | seconds | planted naming found | labels explained "
-          "(runner-up) | load |")
-    print("|---|---:|---:|---|---:|---|---|---:|")
-    for row in rows:
-        print(f"| {row['task']} | {row['positions']} | {row['examples']} | {row['method']} | "
-              f"{row['seconds']:.1f} | {'yes' if row['truth_found'] else 'no'} | "
-              f"{100 * row['labels_explained']:.1f} % ({100 * row['runner_up_labels_explained']:.1f} %) | "
-              f"{row['load_average_1m']} |")
+    print("\n" + result["markdown"])
     return 0
 
 

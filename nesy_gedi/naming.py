@@ -591,6 +591,18 @@ def wrong_maps(size: int) -> list:
     return maps
 
 
+def _true_positions(circuit: KnowledgeCircuit, concept_values) -> tuple[ConceptDomains, np.ndarray]:
+    """True concept values [E, P] -> (the domains, domain positions [E, P]): the truth read as
+    clusters named by the identity."""
+    domains = ConceptDomains.of(circuit)
+    values = np.asarray(concept_values, dtype=np.int64)
+    positions = np.zeros_like(values)
+    for p, g in enumerate(domains.group_of):
+        lookup = {v: i for i, v in enumerate(domains.values[g])}
+        positions[:, p] = [lookup[int(v)] for v in values[:, p]]
+    return domains, positions
+
+
 def near_shortcuts(circuit: KnowledgeCircuit, concept_values, labels, top: int = 10,
                    extra_maps: list | None = None) -> dict:
     """The wrong concept maps that keep the largest share of the training labels.
@@ -603,12 +615,7 @@ def near_shortcuts(circuit: KnowledgeCircuit, concept_values, labels, top: int =
     barely sees. `excluded_by`: one labelled image of any of these values rules it out.
     `extra_maps`: [(domain group, kind, map of positions)] to score as well.
     """
-    domains = ConceptDomains.of(circuit)
-    values = np.asarray(concept_values, dtype=np.int64)
-    positions = np.zeros_like(values)
-    for p, g in enumerate(domains.group_of):
-        lookup = {v: i for i, v in enumerate(domains.values[g])}
-        positions[:, p] = [lookup[int(v)] for v in values[:, p]]
+    domains, positions = _true_positions(circuit, concept_values)
     width = max(domains.sizes)
     scorer = NamingScorer(circuit, positions, labels, width, noise=0.0)
     identity = np.tile(np.arange(width), (len(domains.sizes), 1))
@@ -638,12 +645,7 @@ def map_label_share(circuit: KnowledgeCircuit, concept_values, labels, concept_m
                     group: int = 0) -> float:
     """The share of examples whose labels the knowledge keeps when domain `group`'s values
     are read through `concept_map` (a list: the value each true value becomes)."""
-    domains = ConceptDomains.of(circuit)
-    values = np.asarray(concept_values, dtype=np.int64)
-    positions = np.zeros_like(values)
-    for p, g in enumerate(domains.group_of):
-        lookup = {v: i for i, v in enumerate(domains.values[g])}
-        positions[:, p] = [lookup[int(v)] for v in values[:, p]]
+    domains, positions = _true_positions(circuit, concept_values)
     width = max(domains.sizes)
     naming = np.tile(np.arange(width), (len(domains.sizes), 1))
     domain = domains.values[group]
