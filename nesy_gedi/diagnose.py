@@ -29,7 +29,7 @@ from .evaluate import load_run, predict_split
 from .metrics import cluster_accuracy, confusion_matrix, macro_f1, nmi
 from .objectives.entropy import normalised_entropy
 from .runs import CONFIG, load_run_config, write_json
-from .naming import map_label_share, near_shortcuts
+from .naming import map_label_share, near_shortcuts, value_positions
 from .tracking import Tracker
 from .shortcuts import MAX_LISTED_MAPS, concept_label_classes, count_shortcuts, preserves_labels
 
@@ -69,13 +69,8 @@ def training_concepts(config: TaskConfig, circuit: KnowledgeCircuit, count: int 
     else:
         concepts = torch.stack([torch.tensor(v.domain)[torch.randint(len(v.domain), (count,), generator=generator)]
                                 for v in circuit.concepts], dim=1)
-    labels, consistent = circuit.deduce_labels(_positions_of(circuit, concepts))
+    labels, consistent = circuit.deduce_labels(torch.as_tensor(value_positions(circuit, concepts)[1]))
     return concepts[consistent].numpy(), labels[consistent].numpy()
-
-
-def _positions_of(circuit: KnowledgeCircuit, concepts: torch.Tensor) -> torch.Tensor:
-    return torch.stack([torch.as_tensor([v.domain.index(int(x)) for x in concepts[:, p].tolist()])
-                        for p, v in enumerate(circuit.concepts)], dim=1)
 
 
 def count_shortcuts_for_task(task_path, overrides: list | None = None, per_position: bool = False,
@@ -189,8 +184,9 @@ def _near_shortcut_diagnosis(circuit: KnowledgeCircuit, train_set, domain: list,
     concepts, labels = train_set.concepts[rows].numpy(), train_set.labels[rows].numpy()
     share = map_label_share(circuit, concepts, labels, learned_map)
     found = near_shortcuts(circuit, concepts, labels, top=20)["near_shortcuts"]
-    candidates = [{**entry, "exact": entry["label_share"] == 1.0} for entry in found if entry["domain"] ==
-                  circuit.concepts[0].name or len({tuple(v.domain) for v in circuit.concepts}) == 1]
+    # The learned map reads the first concept's domain; so do the candidates it is compared with.
+    candidates = [{**entry, "exact": entry["label_share"] == 1.0} for entry in found
+                  if entry["domain"] == circuit.concepts[0].name]
     for mapping in count.get("maps") or []:
         if isinstance(mapping, list) and mapping != domain and all(isinstance(v, int) for v in mapping):
             candidates.append({"map": " ".join(f"{v}->{m}" for v, m in zip(domain, mapping) if m != v),

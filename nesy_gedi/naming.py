@@ -43,7 +43,7 @@ from .errors import NesyError
 from .objectives.entropy import concept_entropy_loss
 
 __all__ = ["ConceptDomains", "NamingScorer", "NamingResult", "search_naming", "naming_positions",
-           "near_shortcuts", "map_label_share", "wrong_maps", "ClusterMap", "map_balance_loss", "NAMING_MODES",
+           "near_shortcuts", "map_label_share", "value_positions", "wrong_maps", "ClusterMap", "map_balance_loss", "NAMING_MODES",
            "DEFAULT_NOISE"]
 
 NAMING_MODES = ("auto", "one-to-one", "many-to-one")
@@ -591,7 +591,7 @@ def wrong_maps(size: int) -> list:
     return maps
 
 
-def _true_positions(circuit: KnowledgeCircuit, concept_values) -> tuple[ConceptDomains, np.ndarray]:
+def value_positions(circuit: KnowledgeCircuit, concept_values) -> tuple[ConceptDomains, np.ndarray]:
     """True concept values [E, P] -> (the domains, domain positions [E, P]): the truth read as
     clusters named by the identity."""
     domains = ConceptDomains.of(circuit)
@@ -615,7 +615,7 @@ def near_shortcuts(circuit: KnowledgeCircuit, concept_values, labels, top: int =
     barely sees. `excluded_by`: one labelled image of any of these values rules it out.
     `extra_maps`: [(domain group, kind, map of positions)] to score as well.
     """
-    domains, positions = _true_positions(circuit, concept_values)
+    domains, positions = value_positions(circuit, concept_values)
     width = max(domains.sizes)
     scorer = NamingScorer(circuit, positions, labels, width, noise=0.0)
     identity = np.tile(np.arange(width), (len(domains.sizes), 1))
@@ -645,7 +645,7 @@ def map_label_share(circuit: KnowledgeCircuit, concept_values, labels, concept_m
                     group: int = 0) -> float:
     """The share of examples whose labels the knowledge keeps when domain `group`'s values
     are read through `concept_map` (a list: the value each true value becomes)."""
-    domains, positions = _true_positions(circuit, concept_values)
+    domains, positions = value_positions(circuit, concept_values)
     width = max(domains.sizes)
     naming = np.tile(np.arange(width), (len(domains.sizes), 1))
     domain = domains.values[group]

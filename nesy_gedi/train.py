@@ -26,7 +26,7 @@ from .builders import TRAIN_KIND, Perception, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
 from .config import SELF_SUPERVISED_MODES, TaskConfig
 from .data.augment import build_augment
-from .data.images import resolve_data_root
+from .data.files import resolve_data_root
 from .data.tasks import build_task_data
 from .evaluate import evaluate_split
 from .naming import ConceptDomains, NamingResult, map_balance_loss, naming_positions, search_naming

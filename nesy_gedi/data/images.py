@@ -41,18 +41,15 @@ from nesy_gedi.errors import DataError
 
 from .arrays import npz_class_names, read_arrays
 from .fake import load_fake
-from .files import resolve_data_path, resolve_data_root  # re-exported: importers such as train.py take them from here
 from .folder import folder_classes, read_folder
 from .mnist import MNIST_LIKE, load_mnist_like
 from .natural import CIFAR10_CLASSES, load_torchvision_natural
 
 __all__ = [
     "DATASET_NAMES",
-    "resolve_data_root",
     "load_images",
     "clear_image_cache",
     "class_names",
-    "resolve_data_path",
     "to_float",
 ]
 
