@@ -5,10 +5,12 @@ floats or numpy arrays.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "auroc",
     "confusion_matrix",
     "macro_f1",
+    "all_right_probability",
 ]
 
 
@@ -126,3 +129,22 @@ def macro_f1(true: Any, pred: Any, num_classes: int) -> float:
     return float(
         skm.f1_score(t, p, labels=np.arange(num_classes), average="macro", zero_division=0)
     )
+
+
+def all_right_probability(wrong: int, total: int, group: int, confidence: float = 0.95) -> dict:
+    """The chance that a group of `group` items, drawn without replacement from `total` items
+    of which `wrong` are misread, has every item right: what the sum accuracy of N-digit
+    addition (group = 2N images) would be over every random pairing of the same test images.
+
+    Returns {"mean": C(total - wrong, group) / C(total, group) (exact), "low", "high"}: the
+    Clopper-Pearson interval of the per-item accuracy, raised to the power `group`, i.e. how
+    far the true figure may lie from this test set's.
+    """
+    if not 0 <= wrong <= total or not 0 < group <= total:
+        raise ValueError(f"need 0 <= wrong <= total and 0 < group <= total, got wrong={wrong}, "
+                         f"total={total}, group={group}")
+    right = total - wrong
+    log_mean = (math.lgamma(right + 1) - math.lgamma(right - group + 1) - math.lgamma(total + 1)
+                + math.lgamma(total - group + 1)) if right >= group else -math.inf
+    interval = binomtest(right, total).proportion_ci(confidence_level=confidence, method="exact")
+    return {"mean": math.exp(log_mean), "low": interval.low ** group, "high": interval.high ** group}

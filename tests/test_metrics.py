@@ -9,6 +9,7 @@ from sklearn import metrics as skm
 
 from nesy_gedi.data.toy import make_toy
 from nesy_gedi.metrics import (
+    all_right_probability,
     ari,
     auroc,
     cluster_accuracy,
@@ -181,3 +182,31 @@ def test_make_toy_standardised_and_seeded(name):
     torch.testing.assert_close(points, again)
     with pytest.raises(ValueError, match="unknown"):
         make_toy("spirals", 10, 0.1, 0)
+
+
+@pytest.mark.parametrize("total,wrong,group", [(8, 0, 3), (8, 2, 3), (9, 4, 5), (7, 7, 2), (10, 1, 10)])
+def test_all_right_probability_is_the_share_of_all_right_groups_over_every_draw(total, wrong, group):
+    correct = [False] * wrong + [True] * (total - wrong)
+    draws = list(itertools.combinations(range(total), group))
+    brute = sum(all(correct[i] for i in draw) for draw in draws) / len(draws)
+    result = all_right_probability(wrong, total, group)
+    assert result["mean"] == pytest.approx(brute, rel=1e-12, abs=1e-15)
+    assert result["low"] <= ((total - wrong) / total) ** group <= result["high"]
+
+
+def test_all_right_probability_matches_random_pairings_of_test_images():
+    rng = np.random.default_rng(0)
+    correct = np.ones(10_000, dtype=bool)
+    correct[rng.choice(10_000, size=45, replace=False)] = False  # 99.55 % of the digits right
+    sums = [correct[rng.permutation(10_000)].reshape(-1, 200).all(axis=1).mean() for _ in range(400)]
+    result = all_right_probability(45, 10_000, 200)
+    assert np.mean(sums) == pytest.approx(result["mean"], abs=0.01)
+    assert result["mean"] == pytest.approx(0.9955 ** 200, rel=0.02)  # the usual p ** (2N) rule
+    assert result["low"] < result["mean"] < result["high"]
+
+
+def test_all_right_probability_refuses_impossible_counts():
+    with pytest.raises(ValueError, match="wrong=5"):
+        all_right_probability(5, 4, 2)
+    with pytest.raises(ValueError, match="group=0"):
+        all_right_probability(0, 4, 0)

@@ -1,0 +1,57 @@
+"""benchmarks/long_addition.py end to end on real MNIST at a tiny size: the rows it writes, the
+expected sum accuracy computed from the runs' own digit errors, and runs reused on a rerun."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from nesy_gedi.metrics import all_right_probability
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("long_addition_benchmark", REPO / "benchmarks" / "long_addition.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load_benchmark()
+
+
+def test_batch_keeps_about_480_images_per_step():
+    assert [benchmark.batch_size(n) for n in (1, 15, 100, 500, 1000)] == [240, 16, 2, 1, 1]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_tiny_table_end_to_end(tmp_path, mnist_root, capsys):
+    out = tmp_path / "long.json"
+    argv = ["--n", "3", "--methods", "scratch", "--supervised-n", "--seeds", "2", "--epochs", "1",
+            "--runs-dir", str(tmp_path / "runs"), "--data-root", str(mnist_root), "--out", str(out),
+            "--set", "data.train_examples=40", "--set", "data.test_examples=30"]
+    assert benchmark.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "long_addition"
+    (row,) = result["rows"]
+    assert (row["N"], row["method_key"], row["seeds"], row["test_sums"]) == (3, "scratch", [0, 1], 30)
+    for run in result["runs"]:
+        final = json.loads((Path(run["run"]) / "final.json").read_text())
+        assert run["sum_accuracy"] == final["test_label_accuracy"]
+        assert run["test_images"] == 30 * 6
+        assert run["wrong_digits"] == round((1 - final["test_concept_accuracy"]) * 180)
+        assert run["expected_sum_accuracy"] == all_right_probability(run["wrong_digits"], 180, 6)
+    sums = [run["sum_accuracy"] for run in result["runs"]]
+    assert row["sum_accuracy"]["mean"] == pytest.approx(sum(sums) / 2)
+    assert {peer["N"] for peer in result["peers"]} >= {15, 100, 500}
+    assert "DeepProofLog" in result["markdown"]
+    # A rerun reuses the finished runs: their files stay as they were.
+    stamps = {run["run"]: (Path(run["run"]) / "final.json").stat().st_mtime_ns for run in result["runs"]}
+    assert benchmark.main(argv) == 0
+    assert stamps == {run: (Path(run) / "final.json").stat().st_mtime_ns for run in stamps}
