@@ -71,6 +71,9 @@ from nesy_gedi.train import train  # noqa: E402
 TASK = REPO / "tasks" / "mnist_addition_n15.yaml"
 BACKBONE = "tasks/gedi_mnist_nogen.yaml"
 IMAGES_PER_STEP = 480  # the N = 15 task file's batch: 16 examples of 30 images
+# A balanced tree over the columns' blocks: the circuit's depth grows with log N instead of N
+# (31 layers instead of about 2,000 at N = 1000), at the same size.
+VTREE = "block-tree"
 METHODS = {
     "named": [f"model.pretrain={BACKBONE}", "map.epochs=1", "map.lr=0.05"],
     "supervised": [f"model.pretrain={BACKBONE}", "map.epochs=1", "map.lr=0.05", "train.mode=sl+concepts",
@@ -98,9 +101,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[15, 100, 500, 1000], help="digits per number")
     parser.add_argument("--methods", nargs="+", default=["named"], choices=sorted(METHODS))
-    parser.add_argument("--supervised-n", type=int, nargs="*", default=[15, 100],
+    parser.add_argument("--supervised-n", type=int, nargs="*", default=[15],
                         help="N at which the supervised ceiling also runs")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds-at", action="append", default=[], metavar="N=SEEDS",
+                        help="fewer (or more) seeds at one N, e.g. 1000=1")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30, help="semantic-loss epochs after the map epoch")
     parser.add_argument("--workers", type=int, default=1, help="runs trained side by side, one thread each")
@@ -120,7 +125,7 @@ def batch_size(n: int) -> int:
 
 
 def run_config(method: str, n: int, seed: int, args):
-    overrides = [f"N={n}", f"train.batch_size={batch_size(n)}", f"train.epochs={args.epochs}",
+    overrides = [f"N={n}", f"logic.vtree={VTREE}", f"train.batch_size={batch_size(n)}", f"train.epochs={args.epochs}",
                  f"train.seed={seed}", "train.num_threads=1", "train.progress=false",
                  f"model.pretrain_dir={Path(args.pretrain_dir).resolve()}", *METHODS[method], *args.overrides]
     if not METHODS[method]:
@@ -232,12 +237,12 @@ def markdown(rows: list) -> str:
     return render_table(header, lines)
 
 
-def step_costs(n: int, reps: int) -> dict:
+def step_costs(n: int, reps: int, vtree: str) -> dict:
     """Seconds of one semantic-loss step and one supervised step on the same batch of about
     IMAGES_PER_STEP images (the benchmark's batch), and of the circuit alone."""
     torch.manual_seed(0)
     started = time.perf_counter()
-    circuit = KnowledgeCircuit(compile_file(REPO / "logic" / "addition.logic", {"N": n}))
+    circuit = KnowledgeCircuit(compile_file(REPO / "logic" / "addition.logic", {"N": n}, vtree_type=vtree))
     load_seconds = time.perf_counter() - started
     batch = batch_size(n)
     net = build_backbone("mnist_net", 10)
@@ -273,7 +278,7 @@ def step_costs(n: int, reps: int) -> dict:
                 seconds[name].append(elapsed)
     median = {name: statistics.median(values) for name, values in seconds.items()}
     summary = circuit.compiled.summary()
-    return {"N": n, "batch_examples": batch, "images": batch * 2 * n, "reps": reps,
+    return {"N": n, "vtree": vtree, "layers": len(circuit.module.layers), "batch_examples": batch, "images": batch * 2 * n, "reps": reps,
             "semantic_step_seconds": median["semantic"], "supervised_step_seconds": median["supervised"],
             "circuit_seconds": median["circuit"], "ratio_semantic_to_supervised": median["semantic"] / median["supervised"],
             "circuit_share": median["circuit"] / median["semantic"], "sdd_size": summary.get("sdd_size"),
@@ -283,10 +288,10 @@ def step_costs(n: int, reps: int) -> dict:
 
 def step_costs_main(args) -> int:
     torch.set_num_threads(1)
-    rows = [step_costs(n, args.reps) for n in sorted(args.n)]
-    header = ["N", "images/step", "SL step s", "supervised step s", "ratio", "circuit share", "SDD size",
+    rows = [step_costs(n, args.reps, vtree) for n in sorted(args.n) for vtree in ("blocks", VTREE)]
+    header = ["N", "vtree", "layers", "images/step", "SL step s", "supervised step s", "ratio", "circuit share", "SDD size",
               "peak MiB"]
-    table = render_table(header, [[r["N"], r["images"], f"{r['semantic_step_seconds']:.3f}",
+    table = render_table(header, [[r["N"], r["vtree"], r["layers"], r["images"], f"{r['semantic_step_seconds']:.3f}",
                                    f"{r['supervised_step_seconds']:.3f}", f"{r['ratio_semantic_to_supervised']:.2f}",
                                    f"{100 * r['circuit_share']:.1f} %", r["sdd_size"], f"{r['peak_memory_mib']:.0f}"]
                                   for r in rows])
@@ -298,11 +303,21 @@ def step_costs_main(args) -> int:
     return 0
 
 
+def seeds_by_n(args) -> dict[int, range]:
+    counts = {n: args.seeds for n in {*args.n, *args.supervised_n}}
+    for item in args.seeds_at:
+        n, _, count = item.partition("=")
+        if not (n.isdigit() and count.isdigit() and int(count) >= 1):
+            raise SystemExit(f"long_addition: --seeds-at {item!r}: expected N=SEEDS, e.g. 1000=1")
+        counts[int(n)] = int(count)
+    return {n: range(args.first_seed, args.first_seed + count) for n, count in counts.items()}
+
+
 def jobs(args) -> list[tuple[str, int, int]]:
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    planned = [(m, n, s) for n in args.n for m in args.methods for s in seeds]
+    seeds = seeds_by_n(args)
+    planned = [(m, n, s) for n in args.n for m in args.methods for s in seeds[n]]
     if "supervised" not in args.methods:
-        planned += [("supervised", n, s) for n in args.supervised_n for s in seeds]
+        planned += [("supervised", n, s) for n in args.supervised_n for s in seeds[n]]
     # One backbone's runs together (each waits for its backbone), the longest first.
     return sorted(dict.fromkeys(planned), key=lambda job: (job[0] != "named", job[2], -job[1]))
 

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("logic", help="logic file, e.g. logic/addition.logic")
     compile_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                                 help="set a parameter of the logic file, e.g. N=4; repeatable")
-    compile_parser.add_argument("--vtree", default="blocks", help="blocks (default), right or balanced")
+    compile_parser.add_argument("--vtree", default="blocks", help="blocks (default), block-tree, right or balanced")
     compile_parser.add_argument("--no-cache", action="store_true", help="compile even if a cached circuit exists")
     compile_parser.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -44,7 +44,7 @@ from .logic.syntax import parse
 from .sdd_text import EntryRejected, SddText, VtreeShape
 
 COMPILER_VERSION = "3"  # 3: cache entries carry a manifest of content hashes
-VTREE_TYPES = ("blocks", "right", "balanced")  # a left-linear vtree blows up on one-hot tables
+VTREE_TYPES = ("blocks", "block-tree", "right", "balanced")  # a left-linear vtree blows up on one-hot tables
 
 # Budget of one compilation; compile_file and compile_knowledge_uncached read these at call
 # time when their own max_sdd_size / max_seconds are None, so a caller may lower or raise
@@ -173,7 +173,7 @@ def _value_terms(manager: SddManager, literals: list, check_budget=None) -> list
     return terms
 
 
-def _block_vtree(blocks: list, path: Path) -> Vtree:
+def _block_vtree(blocks: list, path: Path, chain: bool = True) -> Vtree:
     """A right-linear chain of blocks, each block a balanced subtree over its literals.
 
     The chain follows the constraints' order, which keeps chain-structured knowledge
@@ -201,17 +201,26 @@ def _block_vtree(blocks: list, path: Path) -> Vtree:
         middle = len(variables) // 2
         return internal(balanced(variables[:middle]), balanced(variables[middle:]))
 
+    def tree_of(subtrees: list) -> int:
+        if len(subtrees) == 1:
+            return subtrees[0]
+        middle = len(subtrees) // 2
+        return internal(tree_of(subtrees[:middle]), tree_of(subtrees[middle:]))
+
     subtrees = [balanced(block) for block in blocks]
-    root = subtrees[-1]
-    for subtree in reversed(subtrees[:-1]):
-        root = internal(subtree, root)
+    if chain:
+        root = subtrees[-1]
+        for subtree in reversed(subtrees[:-1]):
+            root = internal(subtree, root)
+    else:
+        root = tree_of(subtrees)
     path.write_text(f"vtree {next_id}\n" + "\n".join(lines) + "\n")
     return Vtree.from_file(str(path).encode())
 
 
 def _build_vtree(knowledge: Knowledge, literal_of: dict, vtree_type: str) -> Vtree:
     num_literals = len(literal_of)
-    if vtree_type != "blocks":
+    if vtree_type not in ("blocks", "block-tree"):
         return Vtree(var_count=num_literals, var_order=list(range(1, num_literals + 1)), vtree_type=vtree_type)
     blocks, placed = [], set()
     for constraint in knowledge.constraints:
@@ -222,7 +231,7 @@ def _build_vtree(knowledge: Knowledge, literal_of: dict, vtree_type: str) -> Vtr
     blocks.extend([literal_of[(v.id, p)] for p in range(len(v.domain))]
                   for v in knowledge.variables if v.id not in placed)
     with tempfile.TemporaryDirectory() as scratch:
-        return _block_vtree(blocks, Path(scratch) / "blocks.vtree")
+        return _block_vtree(blocks, Path(scratch) / "blocks.vtree", chain=vtree_type == "blocks")
 
 
 def _exactly_one(manager: SddManager, literals: list, check_budget=None) -> SddNode:

@@ -29,6 +29,12 @@ def test_batch_keeps_about_480_images_per_step():
     assert [benchmark.batch_size(n) for n in (1, 15, 100, 500, 1000)] == [240, 16, 2, 1, 1]
 
 
+def test_fewer_seeds_at_one_n():
+    args = benchmark.parse_args(["--n", "15", "1000", "--seeds", "3", "--seeds-at", "1000=1"])
+    assert sorted(benchmark.jobs(args)) == sorted([("named", 15, 0), ("named", 15, 1), ("named", 15, 2), ("named", 1000, 0),
+                                                   ("supervised", 15, 0), ("supervised", 15, 1), ("supervised", 15, 2)])
+
+
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_a_tiny_table_end_to_end(tmp_path, mnist_root, capsys):

@@ -265,7 +265,7 @@ def test_vtree_types_give_identical_outputs(tmp_path):
     random_path.write_text(kb.text)
     for path, params in ((ADDITION, {"N": 2}), (random_path, None)):
         outputs = []
-        for vtree_type in ("blocks", "right", "balanced"):
+        for vtree_type in ("blocks", "block-tree", "right", "balanced"):
             circuit = circuit_for(path, params, vtree_type=vtree_type)
             log_probs = random_log_probs(np.random.default_rng(4), circuit, batch=5)
             labels = torch.tensor([[v.domain[i % len(v.domain)] if i % 2 else -1 for v in circuit.labels]

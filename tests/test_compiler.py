@@ -123,9 +123,23 @@ def test_label_through_a_non_functional_hidden_variable(tmp_path):
 
 
 def test_unknown_vtree_type(tmp_path):
-    with pytest.raises(LogicError, match=r"unknown vtree type 'left' \(choose from blocks, right, balanced\)"):
+    with pytest.raises(LogicError, match=r"unknown vtree type 'left' \(choose from blocks, block-tree, right, balanced\)"):
         compile_file(ADDITION, vtree_type="left", use_cache=False)
-    assert VTREE_TYPES == ("blocks", "right", "balanced")
+    assert VTREE_TYPES == ("blocks", "block-tree", "right", "balanced")
+
+
+def test_block_tree_is_shallow_where_the_block_chain_is_deep():
+    # Every circuit layer is one batched torch operation: a carry chain of N columns gives the
+    # chained blocks about 2N layers, the tree of blocks a number that grows with log N.
+    layers = {}
+    for vtree_type in ("blocks", "block-tree"):
+        for n in (16, 64):
+            compiled = compile_file(ADDITION, {"N": n}, vtree_type=vtree_type, use_cache=False)
+            assert compiled.model_count == 10 ** (2 * n)
+            layers[vtree_type, n] = len(KnowledgeCircuit(compiled, compile_module=False).module.layers)
+    assert layers["blocks", 64] - layers["blocks", 16] >= 2 * (64 - 16) - 8  # about two layers per column
+    assert layers["block-tree", 64] <= layers["block-tree", 16] + 8  # two more levels of the tree
+    assert layers["block-tree", 64] * 5 < layers["blocks", 64]
 
 
 @pytest.mark.parametrize("vtree_type", VTREE_TYPES)
