@@ -114,6 +114,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--jobs", nargs="+", metavar="METHOD:N:SEED",
+                        help="train exactly these runs, in this order, instead of the grid")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the result from the grid's finished runs, the others listed as missing")
     parser.add_argument("--step-costs", action="store_true", help="measure step costs instead of training")
     parser.add_argument("--reps", type=int, default=20, help="with --step-costs: timed repetitions")
     parser.add_argument("--out", default=str(RESULTS / "long_addition.json"))
@@ -303,6 +307,20 @@ def step_costs_main(args) -> int:
     return 0
 
 
+def _job(item: str) -> tuple[str, int, int]:
+    method, n, seed = (item.split(":") + ["", "", ""])[:3]
+    if method not in METHODS or not n.isdigit() or not seed.isdigit():
+        raise SystemExit(f"long_addition: --jobs {item!r}: expected METHOD:N:SEED with METHOD one of "
+                         f"{', '.join(sorted(METHODS))}, e.g. named:100:0")
+    return method, int(n), int(seed)
+
+
+def finished(method: str, n: int, seed: int, args) -> Path | None:
+    """The run's directory when it finished with the configuration the grid asks for."""
+    run_dir = Path(args.runs_dir) / method / f"n{n}" / f"seed{seed}"
+    return run_dir if (run_dir / FINAL).exists() and _same_config(run_dir, run_config(method, n, seed, args)) else None
+
+
 def seeds_by_n(args) -> dict[int, range]:
     counts = {n: args.seeds for n in {*args.n, *args.supervised_n}}
     for item in args.seeds_at:
@@ -314,6 +332,8 @@ def seeds_by_n(args) -> dict[int, range]:
 
 
 def jobs(args) -> list[tuple[str, int, int]]:
+    if args.jobs:
+        return [_job(item) for item in args.jobs]
     seeds = seeds_by_n(args)
     planned = [(m, n, s) for n in args.n for m in args.methods for s in seeds[n]]
     if "supervised" not in args.methods:
@@ -328,15 +348,30 @@ def main(argv=None) -> int:
         return step_costs_main(args)
     planned = jobs(args)
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        futures = {job: pool.submit(run_one, *job, args) for job in planned}
-        runs = []
-        for done, (job, future) in enumerate(futures.items(), start=1):
-            run_dir = future.result()
+    runs, missing = [], []
+    if args.report_only:
+        for job in planned:
+            run_dir = finished(*job, args)
+            if run_dir is None:
+                missing.append(":".join(map(str, job)))
+            else:
+                runs.append(run_record(*job, run_dir))
+        print(f"{len(runs)} finished runs, {len(missing)} missing: {' '.join(missing) or '-'}")
+        if not runs:
+            raise SystemExit("long_addition: no finished run to report")
+    to_train = [] if args.report_only else planned
+    pool = (ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"))
+            if args.workers > 1 and to_train else None)
+    futures = [pool.submit(run_one, *job, args) for job in to_train] if pool else None
+    try:
+        for done, job in enumerate(to_train, start=1):
+            run_dir = futures[done - 1].result() if pool else run_one(*job, args)
             runs.append(run_record(*job, run_dir))
             print(f"[{done}/{len(planned)}] {job[0]} N={job[1]} seed {job[2]}: sum {runs[-1]['sum_accuracy']:.3f}"
                   f"  digits {runs[-1]['digit_accuracy']:.4f}  {runs[-1]['minutes']:.1f} min", flush=True)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     rows = summarise(runs, threads=1)
     result = {
         "benchmark": "long_addition",
@@ -346,6 +381,7 @@ def main(argv=None) -> int:
                      "images_per_step": IMAGES_PER_STEP, "overrides": args.overrides},
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
+        "missing": missing,
         "peers": PEERS,
         "runs": runs,
         "markdown": markdown(rows),

@@ -61,3 +61,16 @@ def test_a_tiny_table_end_to_end(tmp_path, mnist_root, capsys):
     stamps = {run["run"]: (Path(run["run"]) / "final.json").stat().st_mtime_ns for run in result["runs"]}
     assert benchmark.main(argv) == 0
     assert stamps == {run: (Path(run) / "final.json").stat().st_mtime_ns for run in stamps}
+    # --report-only trains nothing and names the runs it lacks.
+    assert benchmark.main([*argv, "--seeds", "3", "--report-only"]) == 0
+    reported = json.loads(out.read_text())
+    assert reported["missing"] == ["scratch:3:2"] and reported["rows"][0]["seeds"] == [0, 1]
+    assert not (tmp_path / "runs" / "scratch" / "n3" / "seed2").exists()
+
+
+def test_jobs_in_the_given_order_and_bad_jobs_refused():
+    args = benchmark.parse_args(["--jobs", "named:100:1", "supervised:15:0", "named:15:2"])
+    assert benchmark.jobs(args) == [("named", 100, 1), ("supervised", 15, 0), ("named", 15, 2)]
+    for bad in ("named:100", "guess:15:0", "named:x:0"):
+        with pytest.raises(SystemExit, match="expected METHOD:N:SEED"):
+            benchmark.jobs(benchmark.parse_args(["--jobs", bad]))
