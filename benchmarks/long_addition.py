@@ -83,18 +83,13 @@ METHODS = {
 METHOD_NAMES = {"named": "no-gen backbone, named + semantic loss",
                 "supervised": "supervised (all digit labels)",
                 "scratch": "semantic loss from scratch"}
-# Published figures beside ours: DeepProofLog (AAAI 2026, Table 1, one GPU), A-NeSI, DeepSoftLog.
-PEERS = [
-    {"system": "DeepProofLog", "source": "AAAI 2026, Table 1", "N": 15, "sum_accuracy": {"mean": 0.808, "std": 0.011},
-     "minutes": 42, "hardware": "GPU"},
-    {"system": "DeepProofLog", "source": "AAAI 2026, Table 1", "N": 100, "sum_accuracy": {"mean": 0.378, "std": 0.029},
-     "minutes": 106, "hardware": "GPU"},
-    {"system": "DeepProofLog", "source": "AAAI 2026, Table 1", "N": 200, "sum_accuracy": {"mean": 0.232}},
-    {"system": "DeepProofLog", "source": "AAAI 2026, Table 1", "N": 500, "sum_accuracy": {"mean": 0.060}},
-    {"system": "A-NeSI", "source": "van Krieken et al., NeurIPS 2023", "N": 15, "sum_accuracy": {"mean": 0.7684},
-     "minutes": 917, "hardware": "GPU"},
-    {"system": "DeepSoftLog", "source": "Maene & De Raedt, NeurIPS 2023", "N": 15, "sum_accuracy": {"mean": 0.771}},
-]
+PUBLISHED = REPO / "benchmarks" / "published.yaml"  # the peers' figures, shared with benchmarks/report.py
+
+
+def peers() -> list[dict]:
+    """Published long-addition figures: [{N, system, accuracy, minutes?}] from benchmarks/published.yaml."""
+    table = yaml.safe_load(PUBLISHED.read_text())["long_addition"]
+    return [{"N": int(n), **entry} for n, entries in table.items() for entry in entries]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -232,11 +227,9 @@ def markdown(rows: list) -> str:
                       f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} ({row['test_sums']} sums)",
                       f"{100 * e['mean']:.1f} [{100 * e['low']:.1f}, {100 * e['high']:.1f}]",
                       f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}", f"{m['mean']:.1f}{backbone}"])
-    for peer in PEERS:
-        acc = peer["sum_accuracy"]
-        lines.append([peer["N"], f"{peer['system']} ({peer['source']}, published)", "",
-                      f"{100 * acc['mean']:.1f}" + (f" ± {100 * acc['std']:.1f}" if "std" in acc else ""), "", "",
-                      f"{peer['minutes']} ({peer.get('hardware', '?')})" if "minutes" in peer else ""])
+    for peer in peers():
+        lines.append([peer["N"], f"{peer['system']} (published)", "", peer["accuracy"], "", "",
+                      str(peer.get("minutes", ""))])
     lines.sort(key=lambda cells: cells[0])
     return render_table(header, lines)
 
@@ -382,7 +375,7 @@ def main(argv=None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
         "missing": missing,
-        "peers": PEERS,
+        "peers": peers(),
         "runs": runs,
         "markdown": markdown(rows),
     }

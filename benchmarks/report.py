@@ -123,15 +123,32 @@ def long_addition_rows(data: dict | None, sources: dict) -> list[list[str]]:
     return rows
 
 
+def step_cost_rows(data: dict | None) -> list[list[str]]:
+    """The README row of benchmarks/results/long_addition_steps.json: a semantic-loss step against a
+    supervised step on the same images, with the circuit as a tree of blocks and, for contrast, a chain."""
+    if data is None:
+        return []
+    rows = {(row["N"], row["vtree"]): row for row in data["rows"]}
+    cells = [f"N={n}: {rows[n, 'block-tree']['ratio_semantic_to_supervised']:.2f}× "
+             f"({100 * rows[n, 'block-tree']['circuit_share']:.0f} % of the step in the circuit, "
+             f"{rows[n, 'block-tree']['layers']} layers)" for n in (100, 1000) if (n, "block-tree") in rows]
+    if (1000, "blocks") in rows:
+        chain = rows[1000, "blocks"]
+        cells.append(f"chained blocks at N=1000: {chain['ratio_semantic_to_supervised']:.2f}×, {chain['layers']} layers")
+    return [["MNIST-addition, long numbers: the compiled layer's cost", "semantic-loss step / supervised step "
+             "(same images and network)", "—", "; ".join(cells) + marks(data)]] if cells else []
+
+
 def addition_values() -> dict:
     sources = published()
     rows, datas = addition_rows(sources)
     peer, peer_datas = peer_row()
-    long = load("long_addition")
-    rows += peer + long_addition_rows(long, sources)
+    long, steps = load("long_addition"), load("long_addition_steps")
+    rows += peer + long_addition_rows(long, sources) + step_cost_rows(steps)
     return {"addition_table": table(CLAIM_HEADER, rows), "n15_fresh_seeds": n15_fresh_seeds(),
-            "addition_hardware": hardware_of(*datas, *peer_datas, long),
-            "long_addition_command": f"; long addition: {code(portable(long['command']))}" if long else "",
+            "addition_hardware": hardware_of(*datas, *peer_datas, long, steps),
+            "long_addition_command": (f"; long addition: {code(portable(long['command']))}" if long else "")
+            + (f"; step costs: {code(portable(steps['command']))}" if steps else ""),
             "long_addition_note": f" {sources['long_addition_note'].strip()}" if long else ""}
 
 
@@ -276,6 +293,21 @@ def notebook_long_addition() -> str:
     return table(header, rows) + f"\n\n- {provenance(data, RESULTS / 'long_addition.json')}"
 
 
+def notebook_step_costs() -> str:
+    data = load("long_addition_steps")
+    if data is None:
+        return ""
+    header = ["N", "vtree", "KLay layers", "SDD size", "images / step", "semantic-loss step, s", "supervised step, s",
+              "ratio", "circuit share", "peak memory, MiB"]
+    rows = [[str(r["N"]), r["vtree"], str(r["layers"]), f"{r['sdd_size']:,}", str(r["images"]),
+             f"{r['semantic_step_seconds']:.3f}", f"{r['supervised_step_seconds']:.3f}",
+             f"{r['ratio_semantic_to_supervised']:.2f}", f"{100 * r['circuit_share']:.1f} %",
+             f"{r['peak_memory_mib']:.0f}"] for r in data["rows"]]
+    return ("\n\nThe compiled layer's cost per step (medians of alternating repetitions in one process; the peak "
+            "memory is the process's so far, rows in increasing N):\n\n" + table(header, rows)
+            + f"\n\n- {provenance(data, RESULTS / 'long_addition_steps.json')}")
+
+
 def notebook_circuit() -> str:
     lines = []
     scaling = load("scaling")
@@ -296,7 +328,7 @@ def notebook_circuit() -> str:
         lines += [f"- N=1 circuit forward+backward at batch 1024, {compiled}: median "
                   f"{row['examples_per_second']:,.0f} examples/s, best {row['examples_per_second_best']:,.0f} "
                   f"(target 100 000): {provenance(throughput, path)}"]
-    return "\n".join(lines) or missing("scaling")
+    return ("\n".join(lines) or missing("scaling")) + notebook_step_costs()
 
 
 def notebook_peer() -> str:

@@ -120,7 +120,7 @@ def test_readme_shows_long_addition_only_when_its_file_exists(monkeypatch):
     real = report.load
     absent = report.render_readme_block()
     if real("long_addition") is None:
-        assert "DeepProofLog" not in absent and "long_addition" not in absent
+        assert "DeepProofLog" not in absent and "long addition: `" not in absent
     monkeypatch.setattr(report, "load", lambda name, folder=None:
                         json.loads(FIXTURE.read_text()) if name == "long_addition" else real(name, folder))
     block = report.render_readme_block()
