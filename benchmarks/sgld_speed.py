@@ -1,6 +1,7 @@
-"""Cost of a GEDI training step against its floor: S SGLD passes plus the loss pass.
+"""Cost of a GEDI training step: against its floor (S SGLD passes plus the loss pass) and, for
+each cheaper sampler setting, against a no-gen step.
 
-    python benchmarks/sgld_speed.py                    # mnist_net, batch 64, S from tasks/gedi_mnist.yaml
+    python benchmarks/sgld_speed.py                    # mnist_net, batch 256, S from tasks/gedi_mnist.yaml
     python benchmarks/sgld_speed.py --code /tmp/old    # the same measurement on another checkout
     python benchmarks/sgld_speed.py --baseline-sgld /tmp/old/nesy_gedi/sgld.py  # + samplers A/B
 
@@ -26,6 +27,16 @@ it (less sensitive to other processes). torch runs on `--threads` threads (defau
 machine is shared), and the load average before and after is recorded next to the CPU model,
 so two result files are comparable only at a similar load.
 
+Cheaper negatives, side by side (`variants` in the result): each `--variant "NAME:KEY=VALUE,..."`
+(gedi.sgld keys; the default list covers the batch fraction, short-run chains with a long
+chain every k-th step, and both) is a GEDI training step of its own, timed in the same round
+robin as a no-gen step on the same batch and backbone, so each `ratio_to_nogen` is a ratio of
+two figures measured in the same process under the same load. Every round runs each setting
+for a whole long/short cycle (the least common multiple of the long_every values) and
+records the mean seconds per step; the figure is the median over rounds. The negatives and
+SGLD steps each setting actually takes are counted with a forward hook on the backbone (every
+forward pass before the loss pass is one SGLD step, over the negatives).
+
 Writes benchmarks/results/sgld_speed.json (or --out) and prints a table.
 """
 from __future__ import annotations
@@ -43,6 +54,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from common import RESULTS, machine_info, render_table, write_result  # noqa: E402
 
 DEFAULT_TASK = REPO / "tasks" / "gedi_mnist.yaml"
+# name: gedi.sgld overrides (comma-separated key=value)
+DEFAULT_VARIANTS = (
+    "default:",
+    "fraction 0.5:batch_fraction=0.5",
+    "fraction 0.25:batch_fraction=0.25",
+    "short 5, long every 4:short_steps=5,long_every=4",
+    "steps 5:steps=5",
+    "fraction 0.5, short 5, long every 4:batch_fraction=0.5,short_steps=5,long_every=4",
+    "fraction 0.25, short 5, long every 4:batch_fraction=0.25,short_steps=5,long_every=4",
+)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -177,6 +198,103 @@ def compare_samplers(baseline_path: str, config, x, rounds: int, seed: int = 0) 
     result["baseline"] = str(Path(baseline_path).resolve())
     result["rounds"] = rounds
     return result
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """ "NAME:KEY=VALUE,..." -> (NAME, ["gedi.sgld.KEY=VALUE", ...])."""
+    name, _, settings = text.partition(":")
+    if not name.strip():
+        raise SystemExit(f"--variant {text!r}: expected NAME:KEY=VALUE,... (gedi.sgld keys)")
+    return name.strip(), [f"gedi.sgld.{item.strip()}" for item in settings.split(",") if item.strip()]
+
+
+def count_sampler_work(backbone, selfsup, x, generator, steps: int) -> dict:
+    """Negatives and SGLD steps per training step, over `steps` steps, counted with a forward
+    hook: each forward pass before the loss pass is one SGLD step over the negatives."""
+    calls: list[int] = []
+    handle = backbone.register_forward_hook(lambda module, inputs, output: calls.append(output.shape[0]))
+    sgld_steps, negatives = [], []
+    try:
+        for _ in range(steps):
+            calls.clear()
+            backbone.zero_grad(set_to_none=True)
+            selfsup.losses(backbone, x, generator)["total"].backward()
+            sgld_steps.append(len(calls) - 1)
+            negatives.append(calls[0] if len(calls) > 1 else 0)
+    finally:
+        handle.remove()
+    return {"sgld_steps": sgld_steps, "negatives": negatives}
+
+
+def compare_variants(configs: list, x, iters: int, warmup: int, seed: int = 0,
+                     backbone_name: str | None = None) -> dict:
+    """A no-gen step and the GEDI step of each (name, task config) in `configs`, in one round
+    robin: per setting the median over rounds of the mean seconds per step over one whole
+    long/short cycle, its ratio to the no-gen step, and the work it counted."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from nesy_gedi.models.backbones import build_backbone
+    from nesy_gedi.selfsup import SelfSupervised
+
+    shape = tuple(x.shape[1:])
+    cycle = math.lcm(*(config.gedi.sgld.long_every for _, config in configs)) if configs else 1
+
+    def setup(config, method: str):
+        model = config.model if backbone_name is None else dataclasses.replace(config.model, backbone=backbone_name)
+        torch.manual_seed(seed)
+        backbone = build_backbone(model.backbone, model.num_clusters, in_channels=shape[0], **model.options)
+        gedi = dataclasses.replace(config.gedi, method=method)
+        selfsup = SelfSupervised.from_config(gedi, shape, model.num_clusters,
+                                             generator=torch.Generator().manual_seed(seed))
+        optimizer = torch.optim.Adam(backbone.parameters(), lr=config.train.lr)
+        generator = torch.Generator().manual_seed(seed + 1)
+        return backbone, selfsup, train_step(backbone, selfsup, optimizer, x, generator), generator
+
+    entries = {"no-gen": setup(configs[0][1], "no-gen")}
+    entries.update({name: setup(config, "gedi") for name, config in configs})
+    work = {name: count_sampler_work(backbone, selfsup, x, generator, cycle)
+            for name, (backbone, selfsup, _, generator) in entries.items() if name != "no-gen"}
+    times = {name: [] for name in entries}
+    cpu = {name: [] for name in entries}
+    for round_ in range(warmup + iters):
+        for name, (_, _, step, _) in entries.items():
+            wall, used = timed(lambda: [step() for _ in range(cycle)])
+            if round_ >= warmup:
+                times[name].append(wall / cycle)
+                cpu[name].append(used / cycle)
+    nogen, nogen_cpu = statistics.median(times["no-gen"]), statistics.median(cpu["no-gen"])
+    batch = x.shape[0]
+    rows = []
+    for name, config in configs:
+        step_s, cpu_s = statistics.median(times[name]), statistics.median(cpu[name])
+        s = config.gedi.sgld
+        rows.append({
+            "name": name,
+            "sgld": {"steps": s.steps, "batch_fraction": s.batch_fraction, "short_steps": s.short_steps,
+                     "long_every": s.long_every},
+            "step_s": step_s,
+            "cpu_step_s": cpu_s,
+            "ratio_to_nogen": step_s / nogen,
+            "cpu_ratio_to_nogen": cpu_s / nogen_cpu,
+            "images_per_s": batch / step_s,
+            "negatives_per_step": work[name]["negatives"],
+            "sgld_steps_per_step": work[name]["sgld_steps"],
+            "mean_sgld_steps": statistics.mean(work[name]["sgld_steps"]),
+        })
+    return {"batch_size": batch, "cycle_steps": cycle, "nogen_step_s": nogen, "nogen_cpu_step_s": nogen_cpu,
+            "rounds": len(times["no-gen"]), "variants": rows}
+
+
+def variants_table(comparison: dict) -> str:
+    rows = [["no-gen step", "", "", f"{comparison['nogen_step_s'] * 1e3:.1f}", "1.00", "1.00"]]
+    rows += [[row["name"], f"{statistics.mean(row['negatives_per_step']):g}", f"{row['mean_sgld_steps']:g}",
+              f"{row['step_s'] * 1e3:.1f}", f"{row['ratio_to_nogen']:.2f}", f"{row['cpu_ratio_to_nogen']:.2f}"]
+             for row in comparison["variants"]]
+    return render_table(["GEDI step: sampler setting", "negatives", "SGLD steps", "ms",
+                         "x no-gen", "x no-gen (CPU)"], rows)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -316,7 +434,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default=str(DEFAULT_TASK), help="task file for the SGLD and objective settings")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--backbone", default=None, help="override the task's model.backbone")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="task overrides")
     parser.add_argument("--iters", type=int, default=15, help="timed rounds (each: S+4 units, 2 gedi, 4 no-gen steps)")
@@ -326,6 +444,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--code", default=None, help="the checkout whose nesy_gedi is measured (default: this one)")
     parser.add_argument("--baseline-sgld", default=None, metavar="PATH",
                         help="also time another sgld.py's sampler against this one, call for call")
+    parser.add_argument("--variant", action="append", default=None, metavar="NAME:KEY=VALUE,...",
+                        help="a sampler setting (gedi.sgld keys) to time against a no-gen step; repeatable "
+                             "(default: the fraction and short-run settings of DEFAULT_VARIANTS)")
+    parser.add_argument("--variant-iters", type=int, default=8, help="timed rounds of the variant comparison")
     parser.add_argument("--out", default=str(RESULTS / "sgld_speed.json"))
     args = parser.parse_args(argv)
 
@@ -339,6 +461,10 @@ def main(argv: list[str] | None = None) -> dict:
     x, data = load_batch(args.batch_size, args.data_root, config.train.seed)
     load_before = os.getloadavg()
     result = measure(config, x, args.iters, args.warmup, seed=config.train.seed, backbone_name=args.backbone)
+    variants = [parse_variant(text) for text in (args.variant or DEFAULT_VARIANTS)]
+    configs = [(name, load_config(args.task, args.set + overrides)) for name, overrides in variants]
+    result["variants"] = compare_variants(configs, x, args.variant_iters, 1, seed=config.train.seed,
+                                          backbone_name=args.backbone)
     if args.baseline_sgld:
         result["sampler_comparison"] = compare_samplers(args.baseline_sgld, config, x, args.iters,
                                                         seed=config.train.seed)
@@ -356,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     path = write_result(Path(args.out), record)
     print(table(result))
+    print("\n" + variants_table(result["variants"]))
     if "sampler_comparison" in result:
         ab = result["sampler_comparison"]
         print(f"\nsampler per SGLD step: baseline {ab['baseline_step_s'] * 1e3:.2f} ms "

@@ -106,6 +106,9 @@ class SGLDConfig:
     low: float = -1.0  # buffer noise range; samples are clamped to [low, high] after each step
     high: float = 1.0  # (images live in [-1, 1]; standardised toy points need a wider box)
     clamp: bool = True
+    batch_fraction: float = 1.0  # negatives for ceil(fraction * batch) inputs, not the whole batch
+    short_steps: typing.Optional[int] = None  # SGLD steps of the calls between long ones (None: always `steps`)
+    long_every: int = 1  # every long_every-th sampler call runs `steps`, the others short_steps
 
 
 @dataclass
@@ -114,7 +117,9 @@ class GediConfig:
     generative: float = 1.0
     invariance: float = 1.0
     prior: float = 1.0
-    energy_magnitude: float = 0.0
+    # weight of mean(E_data^2 + E_neg^2) beside the generative term: contrastive divergence alone
+    # is unbounded (the energies can run off to -1e7 within an epoch); no-gen has no energy term
+    energy_magnitude: float = 0.1
     temperature: float = 1.0  # T of p(y|x) = softmax(f(x) / T) and, in scope shared, of E(x) = -T logsumexp(f(x) / T)
     temperature_scope: str = "shared"  # shared: energy and posterior use T (GEDI) | posterior: T only in p(y|x), E = -logsumexp f
     augment: str = "digits"
@@ -555,6 +560,9 @@ _RANGES: dict[str, _Range] = {
     "gedi.sgld.steps": _AT_LEAST_ONE,
     "gedi.sgld.step_size": _POSITIVE,
     "gedi.sgld.noise_std": _NON_NEGATIVE,
+    "gedi.sgld.batch_fraction": _Range(0.0, 1.0, open_low=True, hint="0 excluded"),
+    "gedi.sgld.short_steps": _Range(0, hint="null: every call runs gedi.sgld.steps"),
+    "gedi.sgld.long_every": _AT_LEAST_ONE,
     "circuit.max_label_candidates": _AT_LEAST_ONE,
 }
 
@@ -725,6 +733,10 @@ def _check(config: TaskConfig, where: _Where) -> None:
     if not sgld.low < sgld.high:
         raise where.error("gedi.sgld.low", f"needs low < high (the SGLD box), got low {sgld.low:g}, "
                                            f"high {sgld.high:g}")
+    if (sgld.short_steps is None) != (sgld.long_every == 1):
+        raise where.error("gedi.sgld.short_steps" if sgld.short_steps is not None else "gedi.sgld.long_every",
+                          "short_steps and long_every > 1 go together (every long_every-th sampler call runs "
+                          "gedi.sgld.steps, the others short_steps)")
     if config.logic is not None:
         if not config.logic.file.strip():
             raise where.error("logic.file", "missing: the task's logic file")

@@ -124,7 +124,8 @@ class SelfSupervised(nn.Module):
             raise ConfigError(f"gedi.sgld: need low < high, got low={s.low}, high={s.high}")
         sgld = dict(buffer_size=s.buffer_size, reinit_prob=s.reinit_prob, steps=s.steps,
                     step_size=s.step_size, noise_std=s.noise_std, low=s.low, high=s.high,
-                    clamp=(s.low, s.high) if s.clamp else None)
+                    clamp=(s.low, s.high) if s.clamp else None, batch_fraction=s.batch_fraction,
+                    short_steps=s.short_steps, long_every=s.long_every)
         try:
             return cls(g.method, sample_shape, num_clusters, weights=weights, augment=g.augment,
                        augment_options=g.augment_options, sgld=sgld,
@@ -195,15 +196,16 @@ class SelfSupervised(nn.Module):
         parts: list[Tensor] = []
         if self.generative:
             # Negatives first: sampling only needs input gradients, and it must not see
-            # the graph of the forward pass below.
-            negatives = self.sample(backbone, batch, generator)
+            # the graph of the forward pass below. gedi.sgld.batch_fraction may ask for fewer
+            # negatives than data; the generative term compares the two means.
+            negatives = self.sample(backbone, self.sampler.negatives_for(batch), generator)
             parts += [x, negatives]
         needs_views = self.weights.invariance > 0 or self.weights.prior > 0
         if needs_views:
             parts += [self.augment(x, generator), self.augment(x, generator)]
         # One forward pass over data, negatives and views (the backbones have no batch-norm,
         # so this equals separate passes and is faster).
-        logits = backbone(torch.cat(parts)).split(batch)
+        logits = backbone(torch.cat(parts)).split([len(part) for part in parts])
         logits_data = logits_negative = view_a = view_b = None
         if self.generative:
             logits_data, logits_negative = logits[0], logits[1]

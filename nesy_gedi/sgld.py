@@ -6,6 +6,7 @@ batch-norm, so running them in train mode on negatives has no side effects.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -195,7 +196,18 @@ def sgld(
 
 class SGLDSampler(nn.Module):
     """A ReplayBuffer plus SGLD hyper-parameters; a submodule of the model being
-    trained, so its buffer follows the model's device and checkpoints."""
+    trained, so its buffer follows the model's device and checkpoints.
+
+    Two settings make the negatives cheaper (both off by default):
+
+    * `batch_fraction` f: a training batch of B inputs gets ceil(f * B) negatives
+      (`negatives_for`), so the sampler runs on a fraction of the batch;
+    * `short_steps` S' with `long_every` k: short-run chains continued from the persistent
+      buffer. Call c (counted from 0, saved with the buffer so a resumed run continues the
+      schedule) runs `steps` SGLD steps when c is a multiple of k and S' otherwise.
+    """
+
+    calls: Tensor
 
     def __init__(
         self,
@@ -209,10 +221,19 @@ class SGLDSampler(nn.Module):
         low: float = -1.0,
         high: float = 1.0,
         generator: torch.Generator | None = None,
+        batch_fraction: float = 1.0,
+        short_steps: int | None = None,
+        long_every: int = 1,
     ):
         super().__init__()
         if steps < 0:
             raise ValueError(f"SGLDSampler: steps must be >= 0, got {steps}")
+        if not 0.0 < batch_fraction <= 1.0:
+            raise ValueError(f"SGLDSampler: batch_fraction must be in (0, 1], got {batch_fraction}")
+        if short_steps is not None and short_steps < 0:
+            raise ValueError(f"SGLDSampler: short_steps must be >= 0, got {short_steps}")
+        if long_every < 1:
+            raise ValueError(f"SGLDSampler: long_every must be >= 1, got {long_every}")
         self.buffer = ReplayBuffer(
             buffer_size, sample_shape, low=low, high=high, reinit_prob=reinit_prob,
             generator=generator,
@@ -221,21 +242,46 @@ class SGLDSampler(nn.Module):
         self.step_size = float(step_size)
         self.noise_std = float(noise_std)
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+        self.batch_fraction = float(batch_fraction)
+        self.short_steps = None if short_steps is None else int(short_steps)
+        self.long_every = int(long_every)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.last_steps = 0  # SGLD steps of the last `sample` call
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A state saved before the schedule existed starts it from the beginning.
+        state_dict.setdefault(prefix + "calls", torch.zeros((), dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def negatives_for(self, batch_size: int) -> int:
+        """How many negatives a training batch of `batch_size` inputs gets: ceil(f * B), >= 1."""
+        return max(1, math.ceil(self.batch_fraction * batch_size - 1e-9))
+
+    def next_steps(self) -> int:
+        """SGLD steps of the next `sample` call under the long/short schedule."""
+        if self.short_steps is None or self.long_every == 1:
+            return self.steps
+        return self.steps if int(self.calls) % self.long_every == 0 else self.short_steps
 
     def sample(
         self, energy_fn: EnergyFn, batch_size: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """Draw from the buffer, run SGLD, write the results back; returns detached samples."""
+        steps = self.next_steps()
         start, indices = self.buffer.draw(batch_size, generator=generator)
         samples = sgld(
-            energy_fn, start, steps=self.steps, step_size=self.step_size,
+            energy_fn, start, steps=steps, step_size=self.step_size,
             noise_std=self.noise_std, clamp=self.clamp, generator=generator,
         )
         self.buffer.update(indices, samples)
+        self.calls += 1
+        self.last_steps = steps
         return samples
 
     def extra_repr(self) -> str:
+        schedule = "" if self.short_steps is None or self.long_every == 1 else \
+            f", short_steps={self.short_steps}, long_every={self.long_every}"
         return (
             f"steps={self.steps}, step_size={self.step_size}, "
-            f"noise_std={self.noise_std}, clamp={self.clamp}"
+            f"noise_std={self.noise_std}, clamp={self.clamp}, batch_fraction={self.batch_fraction}{schedule}"
         )

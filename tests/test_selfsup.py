@@ -157,10 +157,11 @@ class _Recorder(nn.Module):
         return self.last
 
 
-def test_defaults_are_gedis_objective():
+def test_defaults_are_gedis_objective_with_the_energy_regulariser():
     config = GediConfig()
     assert (config.method, config.temperature, config.temperature_scope) == ("gedi", 1.0, "shared")
-    assert (config.generative, config.invariance, config.prior, config.energy_magnitude) == (1.0, 1.0, 1.0, 0.0)
+    # GEDI's terms at equal weights, plus the squared-energy regulariser that keeps the energy term bounded.
+    assert (config.generative, config.invariance, config.prior, config.energy_magnitude) == (1.0, 1.0, 1.0, 0.1)
 
 
 @pytest.mark.parametrize("scope", ["shared", "posterior"])
@@ -173,7 +174,8 @@ def test_energy_and_posterior_come_from_the_same_logits(scope):
     data, negatives, view_a, view_b = backbone.last.detach().split(8)  # the loss's one pass
     energy_t = T if scope == "shared" else 1.0
     energy = lambda f: -energy_t * torch.logsumexp(f / energy_t, dim=-1)  # noqa: E731
-    torch.testing.assert_close(terms["generative"], contrastive_divergence(energy(data), energy(negatives)))
+    # 0.1: gedi.energy_magnitude's default
+    torch.testing.assert_close(terms["generative"], contrastive_divergence(energy(data), energy(negatives), 0.1))
     torch.testing.assert_close(terms["invariance"], invariance(view_a / T, view_b / T))
     torch.testing.assert_close(terms["prior"], uniform_prior([view_a / T, view_b / T]))
     torch.testing.assert_close(selfsup.last_stats["energy_data"], energy(data).mean())
@@ -246,3 +248,113 @@ def test_posterior_scope_reproduces_the_old_objective(setup, expected):
     shared = SelfSupervised.from_config(config, shape, clusters, generator=torch.Generator().manual_seed(3))
     assert shared.losses(backbone, x, torch.Generator().manual_seed(5))["generative"].item() != pytest.approx(
         expected["generative"], rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- a cheap energy term
+class _Counter(nn.Module):
+    """A backbone that records the batch size of every forward pass."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.sizes = net, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.net(x)
+
+
+def test_batch_fraction_samples_negatives_for_part_of_the_batch():
+    sgld = SGLDConfig(buffer_size=32, steps=3, step_size=0.1, low=-2.0, high=2.0, batch_fraction=0.25)
+    selfsup = SelfSupervised.from_config(_config("gedi", sgld=sgld), (2,), 3, generator=torch.Generator().manual_seed(0))
+    backbone = _Counter(_mlp())
+    x = _batch(16)
+    selfsup.losses(backbone, x, torch.Generator().manual_seed(1))
+    # 3 SGLD steps on 4 negatives, then one pass over 16 data, 4 negatives and two views of 16.
+    assert backbone.sizes == [4, 4, 4, 16 + 4 + 16 + 16]
+    with torch.no_grad():
+        energies = selfsup.energy(backbone.net(x))
+    assert float(selfsup.last_stats["energy_data"]) == pytest.approx(float(energies.mean()), abs=1e-6)
+
+
+def test_batch_fraction_generative_term_by_brute_force():
+    sgld = SGLDConfig(buffer_size=32, steps=2, step_size=0.1, low=-2.0, high=2.0, batch_fraction=0.5)
+    selfsup = SelfSupervised.from_config(_config("gedi", sgld=sgld), (2,), 3, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.net(x)
+
+    backbone = Spy()
+    x = _batch(10)
+    terms = selfsup.losses(backbone, x, torch.Generator().manual_seed(1))
+    data, negatives = seen[-1][:10], seen[-1][10:15]
+    assert torch.equal(data, x) and negatives.shape == (5, 2) and seen[-1].shape == (35, 2)
+    with torch.no_grad():
+        expected = contrastive_divergence(selfsup.energy(backbone.net(data)), selfsup.energy(backbone.net(negatives)),
+                                          magnitude_weight=0.1)
+    assert float(terms["generative"].detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_short_run_schedule_counts_sgld_steps_per_training_step():
+    sgld = SGLDConfig(buffer_size=32, steps=4, step_size=0.1, low=-2.0, high=2.0, short_steps=1, long_every=2)
+    selfsup = SelfSupervised.from_config(_config("gedi", sgld=sgld), (2,), 3)
+    backbone = _Counter(_mlp())
+    taken = []
+    for step in range(5):
+        backbone.sizes.clear()
+        selfsup.losses(backbone, _batch(8), torch.Generator().manual_seed(step))
+        taken.append(len(backbone.sizes) - 1)  # every pass but the loss pass is an SGLD step
+    assert taken == [4, 1, 4, 1, 4]
+
+
+def test_default_cheap_settings_leave_the_step_as_it_was():
+    sgld = SGLDConfig()
+    assert (sgld.batch_fraction, sgld.short_steps, sgld.long_every) == (1.0, None, 1)
+    selfsup = SelfSupervised.from_config(_config("gedi"), (2,), 3)
+    backbone = _Counter(_mlp())
+    selfsup.losses(backbone, _batch(8), torch.Generator().manual_seed(0))
+    assert backbone.sizes == [8, 8, 8, 32]
+
+
+# ----------------------------------------------------------------------------- a bounded energy term
+def _worst_energy(config: GediConfig, lr: float = 1.0, steps: int = 200) -> float:
+    """The largest |E(x)| on the data over `steps` Adam steps of the objective at a learning rate
+    far too high for a tiny MLP (a deliberately unstable setting)."""
+    backbone = _mlp(seed=0)
+    selfsup = SelfSupervised.from_config(config, (2,), 3, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(backbone.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(1)
+    data = torch.randn(256, 2, generator=generator) * 0.5
+    worst = 0.0
+    for _ in range(steps):
+        optimizer.zero_grad()
+        selfsup.losses(backbone, data[torch.randint(0, 256, (32,), generator=generator)], generator)["total"].backward()
+        optimizer.step()
+        with torch.no_grad():
+            worst = max(worst, float(selfsup.energy(backbone(data)).abs().max()))
+    return worst
+
+
+def test_the_default_energy_regulariser_keeps_an_unstable_run_bounded():
+    sgld = SGLDConfig(buffer_size=64, steps=3, step_size=0.1, noise_std=0.01, low=-2.0, high=2.0)
+    bounded = _worst_energy(GediConfig(method="gedi", augment="points", sgld=sgld))
+    unbounded = _worst_energy(GediConfig(method="gedi", augment="points", sgld=sgld, energy_magnitude=0.0))
+    assert unbounded > 1e4  # contrastive divergence alone runs off (the control)
+    assert bounded < 100
+
+
+def test_the_energy_regulariser_leaves_the_no_gen_objective_alone():
+    backbone = _mlp()
+    x = _batch()
+    default = SelfSupervised.from_config(GediConfig(method="no-gen", augment="points"), (2,), 3)
+    off = SelfSupervised.from_config(GediConfig(method="no-gen", augment="points", energy_magnitude=0.0), (2,), 3)
+    assert default.weights == off.weights and default.weights.energy_magnitude == 0.0
+    a = default.losses(backbone, x, torch.Generator().manual_seed(0))
+    b = off.losses(backbone, x, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a[k], b[k]) for k in a)

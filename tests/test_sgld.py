@@ -132,6 +132,56 @@ def test_sampler_writes_back_and_moves_with_module():
     assert all(p.grad is None for p in model.parameters())
 
 
+def _counting_energy(model, counts):
+    """energy(model(x)), appending to `counts` the batch size of every evaluation (one per SGLD step)."""
+    def energy_fn(v):
+        counts.append(v.shape[0])
+        return energy(model(v))
+    return energy_fn
+
+
+def test_sampler_runs_a_long_chain_every_kth_call_and_short_ones_between():
+    model = _fixed_mlp(seed=4)
+    sampler = SGLDSampler((2,), buffer_size=20, steps=5, short_steps=1, long_every=3)
+    steps_taken = []
+    for _ in range(7):
+        counts = []
+        sampler.sample(_counting_energy(model, counts), 4, generator=torch.Generator().manual_seed(0))
+        steps_taken.append(len(counts))
+        assert sampler.last_steps == len(counts)
+    assert steps_taken == [5, 1, 1, 5, 1, 1, 5]
+    # The schedule is saved with the buffer: a restored sampler continues it (call 7 is short, 9 long).
+    restored = SGLDSampler((2,), buffer_size=20, steps=5, short_steps=1, long_every=3)
+    restored.load_state_dict(sampler.state_dict())
+    assert [restored.next_steps(), int(restored.calls)] == [1, 7]
+    # A state saved before the schedule existed has no call count: it starts at a long call.
+    old_state = {k: v for k, v in sampler.state_dict().items() if k != "calls"}
+    restored.load_state_dict(old_state)
+    assert [restored.next_steps(), int(restored.calls)] == [5, 0]
+    # Without short_steps every call is long, whatever long_every says.
+    plain = SGLDSampler((2,), buffer_size=20, steps=4, long_every=3)
+    counts = []
+    for _ in range(3):
+        plain.sample(_counting_energy(model, counts), 2)
+    assert len(counts) == 12
+
+
+@pytest.mark.parametrize("fraction, batch, expected", [(1.0, 256, 256), (0.25, 256, 64), (0.1, 30, 3),
+                                                       (0.3, 10, 3), (0.26, 10, 3), (0.01, 16, 1)])
+def test_sampler_asks_for_ceil_fraction_of_the_batch(fraction, batch, expected):
+    sampler = SGLDSampler((2,), buffer_size=8, batch_fraction=fraction)
+    assert sampler.negatives_for(batch) == expected
+
+
+def test_sampler_refuses_bad_cheap_settings():
+    with pytest.raises(ValueError, match="batch_fraction"):
+        SGLDSampler((2,), buffer_size=8, batch_fraction=0.0)
+    with pytest.raises(ValueError, match="short_steps"):
+        SGLDSampler((2,), buffer_size=8, short_steps=-1)
+    with pytest.raises(ValueError, match="long_every"):
+        SGLDSampler((2,), buffer_size=8, long_every=0)
+
+
 def _reference_sgld(energy_fn, x, steps, step_size, noise_std, clamp, generator):
     """The loop as first written (before the in-place rewrite of issue #13)."""
     x = x.detach().clone().clamp(*clamp)
@@ -246,13 +296,46 @@ def test_speed_benchmark_writes_its_provenance(tmp_path):
     benchmark = _speed_benchmark()
     out = tmp_path / "speed.json"
     benchmark.main(["--batch-size", "4", "--set", "gedi.sgld.steps=1", "--iters", "1", "--warmup", "0",
-                    "--data-root", str(tmp_path / "no-data"), "--out", str(out)])
+                    "--variant-iters", "1", "--data-root", str(tmp_path / "no-data"), "--out", str(out)])
     record = json.loads(out.read_text())
     machine = record["machine"]
     assert machine["torch_threads"] == 1 and len(machine["load_average_before"]) == 3
     assert machine["cpu_model"] and machine["date"] and "load_average_after" in machine
     assert record["data"].startswith("uniform noise") and record["result"]["backbone"] == "mnist_net"
     assert record["result"]["floor_units"] == 1 + 4
+    variants = record["result"]["variants"]
+    assert [row["name"] for row in variants["variants"]] == [benchmark.parse_variant(v)[0]
+                                                             for v in benchmark.DEFAULT_VARIANTS]
+    assert variants["batch_size"] == 4 and variants["cycle_steps"] == 4
+
+
+def test_speed_benchmark_times_each_sampler_setting_against_no_gen_and_counts_its_work():
+    from nesy_gedi.config import SGLDConfig
+
+    benchmark = _speed_benchmark()
+    settings = {"all": SGLDConfig(buffer_size=32, steps=3, step_size=0.1, low=-2.0, high=2.0),
+                "half, short": SGLDConfig(buffer_size=32, steps=3, step_size=0.1, low=-2.0, high=2.0,
+                                          batch_fraction=0.5, short_steps=1, long_every=2),
+                "quarter": SGLDConfig(buffer_size=32, steps=2, step_size=0.1, low=-2.0, high=2.0,
+                                      batch_fraction=0.25)}
+    configs = []
+    for name, sgld_config in settings.items():
+        task = _tiny_task(3)
+        task.gedi.sgld = sgld_config
+        configs.append((name, task))
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    result = benchmark.compare_variants(configs, x, iters=2, warmup=0)
+    assert result["cycle_steps"] == 2 and result["rounds"] == 2 and result["batch_size"] == 16
+    rows = {row["name"]: row for row in result["variants"]}
+    assert rows["all"]["negatives_per_step"] == [16, 16] and rows["all"]["sgld_steps_per_step"] == [3, 3]
+    assert rows["half, short"]["negatives_per_step"] == [8, 8]
+    assert rows["half, short"]["sgld_steps_per_step"] == [3, 1] and rows["half, short"]["mean_sgld_steps"] == 2
+    assert rows["quarter"]["negatives_per_step"] == [4, 4] and rows["quarter"]["sgld_steps_per_step"] == [2, 2]
+    for row in rows.values():
+        assert row["ratio_to_nogen"] == pytest.approx(row["step_s"] / result["nogen_step_s"])
+        assert row["images_per_s"] == pytest.approx(16 / row["step_s"])
+    assert benchmark.parse_variant("a b:batch_fraction=0.5, long_every=2") == (
+        "a b", ["gedi.sgld.batch_fraction=0.5", "gedi.sgld.long_every=2"])
 
 
 def test_speed_benchmark_compares_two_samplers_call_for_call():

@@ -143,3 +143,48 @@ def test_missing_data_root_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert "MNIST" in err
+
+
+# ----------------------------------------------------------------------------- energies and OOD in evaluate
+@pytest.mark.mnist
+def test_evaluate_reports_example_energies_and_the_fashion_auroc(mnist_root, tmp_path):
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+
+    from nesy_gedi.data.images import load_images, to_float
+    from nesy_gedi.evaluate import evaluate_run, load_run
+
+    if not (Path(mnist_root) / "FashionMNIST" / "raw").is_dir():
+        pytest.skip("Fashion-MNIST files not found next to MNIST")
+    run = tmp_path / "run"
+    train(load_config(ADDITION, [*QUICK, "data.train_examples=200", "data.test_examples=60"]), run,
+          data_root=str(mnist_root))
+    results = evaluate_run(run, data_root=str(mnist_root))
+    assert results["ood_dataset"] == "fashion_mnist" and results["ood_examples"] == 60  # MNIST's default
+    # Brute force: E(x) = -logsumexp of the backbone's logits, per concept image, by hand.
+    _, _, splits, perception, _ = load_run(run, str(mnist_root))
+    test = splits["test"]
+    fashion = to_float(load_images("fashion_mnist", str(mnist_root), "test", download=False)[0])
+    with torch.no_grad():
+        real = -torch.logsumexp(perception.backbone(test.images[test.indices.flatten()]), dim=-1).view(60, 2)
+        twins = -torch.logsumexp(perception.backbone(fashion[test.indices.flatten()]), dim=-1).view(60, 2)
+    assert results["test_energy"] == pytest.approx(float(real.mean()), rel=1e-5)
+    assert results["test_energy_max"] == pytest.approx(float(real.max(dim=1).values.mean()), rel=1e-5)
+    assert results["ood_energy"] == pytest.approx(float(twins.mean()), rel=1e-5)
+    labels = [1] * 60 + [0] * 60
+    by_mean = roc_auc_score(labels, torch.cat([-real.mean(1), -twins.mean(1)]).numpy())
+    by_max = roc_auc_score(labels, torch.cat([-real.max(1).values, -twins.max(1).values]).numpy())
+    assert results["ood_auroc"] == pytest.approx(by_mean) and results["ood_auroc_max"] == pytest.approx(by_max)
+    rows = list(csv.DictReader((run / results["example_energies"]).open()))
+    assert [r["split"] for r in rows] == ["test"] * 60 + ["ood"] * 60
+    assert float(rows[61]["energy_1"]) == pytest.approx(float(twins[1, 1]), rel=1e-4)
+    assert json.loads((run / "evaluation.json").read_text())["ood_auroc"] == results["ood_auroc"]
+
+    # Without Fashion-MNIST's files the default OOD set is skipped, with the reason.
+    only_mnist = tmp_path / "only_mnist"
+    only_mnist.mkdir()
+    (only_mnist / "MNIST").symlink_to(Path(mnist_root) / "MNIST")
+    skipped = evaluate_run(run, data_root=str(only_mnist))
+    assert skipped["ood_dataset"] is None and "fashion_mnist not found" in skipped["ood_skipped"]
+    assert "ood_auroc" not in skipped and skipped["test_energy"] == pytest.approx(results["test_energy"])
