@@ -10,7 +10,7 @@ from torch import nn
 
 from .circuit import KnowledgeCircuit
 from .compiler import compile_file, require_labels
-from .config import ModelConfig, TaskConfig
+from .config.schema import ModelConfig, TaskConfig
 from .errors import ConfigError, NesyError
 from .models.backbones import build_backbone
 from .naming import ClusterMap, ConceptDomains

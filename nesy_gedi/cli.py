@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_params(overrides: list[str]) -> dict:
-    from .config import parse_overrides
+    from .config.overrides import parse_overrides
 
     params = {}
     for key, value in parse_overrides(overrides):
@@ -95,7 +95,7 @@ def command_compile(args) -> int:
 
 
 def _run_task(args, loop) -> int:
-    from .config import load_config
+    from .config.load import load_config
 
     config = load_config(args.task, args.overrides)
     if args.tensorboard:

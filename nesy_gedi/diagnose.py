@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 
 from .builders import build_circuit
 from .circuit import KnowledgeCircuit
-from .config import TaskConfig, load_config
+from .config.load import load_config
+from .config.schema import TaskConfig
 from .data.tasks import allowed_support
 from .errors import NesyError
 from .evaluate import load_run, predict_split

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import distributed
-from .config import TaskConfig
+from .config.schema import TaskConfig
 from .errors import NesyError
 from .optim import build_optimizer, learning_rate_schedule
 from .runs import (BEST, CHECKPOINT, CHECKPOINT_FORMAT, FINAL, RunLock, atomic_write, check_new_run, check_resume,

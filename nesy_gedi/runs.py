@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import TaskConfig, config_from_dict, upgrade_run_config
-from .data.files import file_sha256, resolve_data_path
+from .config.load import config_from_dict, upgrade_run_config
+from .config.schema import TaskConfig
+from .data.files import file_sha256
 from .errors import NesyError
 
 CHECKPOINT = "checkpoint.pt"
@@ -201,7 +202,7 @@ def recorded_config(config: TaskConfig) -> dict:
     so the run reads the same images from anywhere."""
     recorded = config.to_dict()
     if recorded["data"].get("path"):
-        recorded["data"]["path"] = str(resolve_data_path(recorded["data"]["path"], config.source))
+        recorded["data"]["path"] = str(Path(recorded["data"]["path"]).expanduser().absolute())
     return recorded
 
 

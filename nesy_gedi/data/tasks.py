@@ -40,11 +40,10 @@ import numpy as np
 import torch
 
 from ..circuit import KnowledgeCircuit
-from ..config import SupportConfig, TaskConfig
+from ..config.schema import SupportConfig, TaskConfig
 from ..errors import ConfigError, DataError
 from ..logic.ground import evaluate_condition
 from ..logic.syntax import parse_expression
-from .files import resolve_data_path
 from .images import class_names, load_images, to_float
 
 MAX_ENUMERATED_SUPPORT = 1_000_000
@@ -262,7 +261,7 @@ def build_task_data(config: TaskConfig, circuit: KnowledgeCircuit, data_root) ->
             raise ConfigError(f"{key}: must be at least {1 if key == 'data.val_examples' else 0}, got {value}",
                               source)
     dataset = config.data.dataset
-    data_path = resolve_data_path(config.data.path, config.source) if config.data.path else None
+    data_path = config.data.path  # resolved when the config was loaded
     loaded = {split: load_images(dataset, data_root, split, path=data_path) for split in ("train", "test")}
     num_classes = max(int(labels.max()) + 1 if len(labels) else 0 for _, labels in loaded.values())
     if dataset.strip().lower() in ("folder", "arrays"):
