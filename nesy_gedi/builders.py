@@ -14,10 +14,8 @@ from .config.schema import ModelConfig, TaskConfig
 from .errors import ConfigError, NesyError
 from .models.backbones import build_backbone
 from .naming import ClusterMap, ConceptDomains
-from .runs import CHECKPOINT, load_checkpoint, load_weights, read_manifest
-
-# Checkpoint kinds written by the engine, and the one written by pretraining before it.
-TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pretrain"
+from .runs import (CHECKPOINT, LEGACY_PRETRAIN_KIND, PRETRAIN_KIND, TRAIN_KIND, load_checkpoint, load_weights,
+                   read_manifest)
 
 
 class Perception(nn.Module):

@@ -97,7 +97,7 @@ def command_compile(args) -> int:
 def _run_task(args, loop) -> int:
     from .config.load import load_config
 
-    config = load_config(args.task, args.overrides)
+    config = load_config(args.task, args.overrides, pretrain=args.command == "pretrain")
     if args.tensorboard:
         config.train.tensorboard = True
     run_dir = Path(args.out) if args.out is not None else Path("runs") / config.name

@@ -95,7 +95,7 @@ def pretraining_config(config: TaskConfig, chain: tuple = ()) -> TaskConfig:
         inherited.append(f"train.num_threads={config.train.num_threads}")
     if config.model.pretrain_dir:
         inherited.append(f"model.pretrain_dir={config.model.pretrain_dir}")
-    return load_config(task, [*config.model.pretrain_overrides, *inherited])
+    return load_config(task, [*config.model.pretrain_overrides, *inherited], pretrain=True)
 
 
 def pretraining_key(pretrain_config: TaskConfig, chain: tuple = ()) -> str:

@@ -304,8 +304,12 @@ modes:
     first = load_config(task, ["train.mode=gedi->sl", "gedi.prior=3"])  # --set wins over the section
     assert (first.gedi.prior, first.gedi.sgld.steps, first.gedi.pretrain_epochs) == (3.0, 5, 2)
     assert "modes" not in first.to_dict()
+    both = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\nmodes:\n  pretrain:\n    gedi: {{method: no-gen}}\n")
+    assert load_config(both).gedi.method == "gedi"  # train reads no gedi section in mode sl
+    assert load_config(both, pretrain=True).gedi.method == "no-gen"
     for text, message in (
-            ("modes:\n  sl+magic:\n    gedi: {prior: 2}\n", r"task.yaml:\d+: modes.sl\+magic: unknown mode 'sl\+magic'"),
+            ("modes:\n  sl+magic:\n    gedi: {prior: 2}\n",
+             r"task.yaml:\d+: modes.sl\+magic: unknown mode 'sl\+magic'"),
             ("modes:\n  sl+gedi:\n    gedi: {pretrain_epochs: 2}\n",
              r"task.yaml:5: gedi.pretrain_epochs: train.mode sl\+gedi does not read gedi.pretrain_epochs"),
             ("gedi: {prior: 2}\nmodes:\n  sl: {gedi: {prior: 3}}\n", r"gedi.prior is given twice"),
@@ -401,7 +405,7 @@ def test_public_api_is_kept():
 
 
 def test_the_documented_defaults_are_the_configs_defaults():
-    """docs/tasks.md lists every key with its default; it must not drift from config.py."""
+    """docs/tasks.md lists every key with its default; it must not drift from config.schema."""
     from nesy_gedi.config import LogicConfig, SupportConfig, TaskConfig
 
     text = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")

@@ -11,13 +11,14 @@ from ..errors import ConfigError
 from .overrides import apply, parse_overrides
 from .paths import PATH_KEYS, resolve_task_path
 from .reader import describe, parse_yaml, read_task_file, show, yaml_problem
-from .schema import MODES_SECTION, MOVED_KEYS, TRAINING_MODES, TaskConfig, TrainConfig
+from .schema import MODES_SECTION, PRETRAIN_MODE, MOVED_KEYS, TRAINING_MODES, TaskConfig, TrainConfig
 from .validate import Where, _set_at, _value_at, apply_mode, build, check
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TaskConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None, pretrain: bool = False) -> TaskConfig:
     """Read a task file, apply overrides, validate; relative paths resolve beside the task file
-    (`nesy_gedi.config.paths`)."""
+    (`nesy_gedi.config.paths`). `pretrain`: the task is read for `nesy-gedi pretrain`, which
+    reads the whole gedi section and no train.mode (as does any task without a logic section)."""
     path = Path(path)
     source = str(path)
     text = read_task_file(path)
@@ -36,29 +37,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TaskCon
         raise ConfigError(f"a task file must be a mapping of sections, not {describe(data)}", source)
     changed = apply(data, parse_overrides(overrides))
     sections = _mode_sections(data.pop(MODES_SECTION, None), Where(source, lines, changed))
-    chosen = _chosen_mode(data)
+    chosen = PRETRAIN_MODE if pretrain else _chosen_mode(data)
     for mode in dict.fromkeys(name for names, _, _ in sections for name in names):
         if mode != chosen:  # every mode's settings are checked; the chosen mode's are kept
             trial = copy.deepcopy(data)
-            if isinstance(trial.setdefault("train", {}), dict):
+            if mode != PRETRAIN_MODE and isinstance(trial.setdefault("train", {}), dict):
                 trial["train"]["mode"] = mode
-            _config(*_with_mode_sections(trial, sections, mode, lines, changed, source))
-    return _config(*_with_mode_sections(data, sections, chosen, lines, changed, source))
+            _config(*_with_mode_sections(trial, sections, mode, lines, changed, source), mode == PRETRAIN_MODE)
+    return _config(*_with_mode_sections(data, sections, chosen, lines, changed, source), pretrain)
 
 
-def config_from_dict(data: dict, source: str = "<config>") -> TaskConfig:
+def config_from_dict(data: dict, source: str = "<config>", pretrain: bool = False) -> TaskConfig:
     """A configuration from plain data, e.g. a run's stored config.yaml (which holds every key:
     those its mode does not read are set back to their defaults, as they changed nothing)."""
-    return _config(data, Where(source))
+    return _config(data, Where(source), pretrain)
 
 
-def _config(data: dict, where: Where) -> TaskConfig:
+def _config(data: dict, where: Where, pretrain: bool) -> TaskConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"a configuration must be a mapping of sections, not {describe(data)}", where.path)
     config = build(TaskConfig, data, where)
     config.source = where.path
-    check(config, where)
-    apply_mode(config)  # what the mode implies, so config.yaml shows what actually runs
+    train_task = config.logic is not None and not pretrain
+    check(config, where, train_task)
+    apply_mode(config, train_task)  # what the mode implies, so config.yaml shows what actually runs
     for key in PATH_KEYS:
         value = _value_at(config, key) if config.logic is not None or not key.startswith("logic.") else None
         if value:
@@ -69,7 +71,8 @@ def _config(data: dict, where: Where) -> TaskConfig:
 # ----------------------------------------------------------------------------- the modes section
 def _mode_sections(value, where: Where) -> list[tuple[tuple, str, dict]]:
     """The `modes:` section checked: (modes, key, settings) of each entry, whose key names one training
-    mode or several, separated by commas (`sl+gedi, gedi->sl: {gedi: ...}`)."""
+    mode or several, separated by commas (`sl+gedi, gedi->sl: {gedi: ...}`); `pretrain` names
+    the settings `nesy-gedi pretrain` adds."""
     if value is None:
         return []
     if not isinstance(value, dict) or not value:
@@ -78,9 +81,9 @@ def _mode_sections(value, where: Where) -> list[tuple[tuple, str, dict]]:
     for key, section in value.items():
         names = tuple(name.strip() for name in str(key).split(","))
         for name in names:
-            if name not in TRAINING_MODES:
+            if name not in (*TRAINING_MODES, PRETRAIN_MODE):
                 raise where.error(f"{MODES_SECTION}.{key}", f"unknown mode {show(name)} (choose from "
-                                                            f"{', '.join(TRAINING_MODES)})")
+                                                            f"{', '.join(TRAINING_MODES)} or {PRETRAIN_MODE})")
         if not isinstance(section, dict):
             raise where.error(f"{MODES_SECTION}.{key}", f"expected a mapping of sections, got {show(section)}")
         sections.append((names, key, section))

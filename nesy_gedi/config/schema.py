@@ -214,4 +214,5 @@ TRAINING_MODES = tuple(MODES)
 # The task-file section of settings that only some modes read: `modes: {sl+gedi: {gedi: ...}}`
 # adds its entry for the chosen mode (nesy_gedi.config.load), so one file serves every mode.
 MODES_SECTION = "modes"
+PRETRAIN_MODE = "pretrain"  # the modes: entry of `nesy-gedi pretrain`, which reads the whole gedi section
 SELF_SUPERVISED_MODES = tuple(name for name, mode in MODES.items() if mode.self_supervised)

@@ -25,8 +25,8 @@ from ..models import backbones
 from ..naming import NAMING_MODES
 from .overrides import parse_override
 from .reader import describe, first_line, show
-from .schema import (MODE_KEYS, MODES, MOVED_KEYS, SELF_SUPERVISED_METHODS, TEMPERATURE_SCOPES, TRAINING_MODES, DataConfig,
-                     MapConfig, ModelConfig, TaskConfig)
+from .schema import (MODE_KEYS, MODES, MOVED_KEYS, SELF_SUPERVISED_METHODS, TEMPERATURE_SCOPES, TRAINING_MODES,
+                     DataConfig, MapConfig, ModelConfig, TaskConfig)
 
 @dataclass(frozen=True)
 class Where:
@@ -414,7 +414,7 @@ def _check_data(data: DataConfig, where: Where) -> None:
                                               f"{', '.join(DATASET_NAMES)}, fake:CxHxW[:classes[:samples]] or null)")
 
 
-def check(config: TaskConfig, where: Where) -> None:
+def check(config: TaskConfig, where: Where, train_task: bool) -> None:
     """Every value of a type-checked configuration; the one place that decides what each may be."""
     if not _TASK_NAME.fullmatch(config.name):
         raise where.error("name", f"{show(config.name)} cannot name a run folder: use letters, digits, '.', "
@@ -427,7 +427,7 @@ def check(config: TaskConfig, where: Where) -> None:
         if value is not None and not rule.admits(value):
             raise where.error(key, f"{rule.describe()}, got {show(value)}")
     _choose(where, "map.mode", config.map.mode, NAMING_MODES, "naming mode")
-    _check_keys_read(config, where)
+    _check_keys_read(config, where, train_task)
     sgld = config.gedi.sgld
     if not sgld.low < sgld.high:
         raise where.error("gedi.sgld.low", f"needs low < high (the SGLD box), got low {sgld.low:g}, "
@@ -464,13 +464,13 @@ def _modes_reading(key: str) -> str:
     return " and ".join(", ".join(names).rsplit(", ", 1)) + (" do" if len(names) > 1 else " does")
 
 
-def _check_keys_read(config: TaskConfig, where: Where) -> None:
+def _check_keys_read(config: TaskConfig, where: Where, train_task: bool) -> None:
     """Refuse settings, in the task file or from `--set`, that the run would ignore: a key of
-    another training mode given a value other than its default (in a train task; a pretrain
-    task reads the whole gedi section), another value of a key the mode fixes, and map keys
+    another training mode given a value other than its default (in a train task; pretraining
+    reads the whole gedi section), another value of a key the mode fixes, and map keys
     set without a map phase. (A run's stored config.yaml, which holds every key, loads.)"""
     mode = MODES[config.train.mode]
-    if config.logic is not None:
+    if train_task:
         defaults = TaskConfig()
         ignored = [key for key in where.given() if not mode.reads_key(key)
                    and (key in where.overridden or _lookup(config, key) != _lookup(defaults, key))]
@@ -496,7 +496,7 @@ def _check_keys_read(config: TaskConfig, where: Where) -> None:
                                         "this task has no logic section")
 
 
-def apply_mode(config: TaskConfig) -> None:
+def apply_mode(config: TaskConfig, train_task: bool) -> None:
     """Settle what `train.mode` implies, so that config.yaml shows what runs: the settings
     it fixes or fills in and, for a train task, every key it does not read at its default
     (a stored run's config carries every key; those changed nothing)."""
@@ -507,7 +507,7 @@ def apply_mode(config: TaskConfig) -> None:
             _set_at(config, key, value)
     for key, value in mode.sets.items():
         _set_at(config, key, value)
-    if config.logic is not None:
+    if train_task:
         for key in MODE_KEYS:
             if not mode.reads_key(key):
                 _set_at(config, key, copy.deepcopy(_value_at(defaults, key)))
