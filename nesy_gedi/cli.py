@@ -135,7 +135,7 @@ def command_diagnose(args) -> int:
 
 
 def command_count_shortcuts(args) -> int:
-    from .diagnose import count_shortcuts_for_task, format_shortcut_count
+    from .count_shortcuts import count_shortcuts_for_task, format_shortcut_count
 
     result = count_shortcuts_for_task(args.task, args.overrides, per_position=args.per_position)
     if args.json:

@@ -26,7 +26,7 @@ LAYERS = [
     ("assembly", ["data.tasks", "data.unlabeled", "selfsup", "builders", "runs", "distributed", "optim",
                   "tracking"]),
     ("engine", ["engine"]),
-    ("commands", ["train", "pretrain", "evaluate", "diagnose"]),
+    ("commands", ["train", "pretrain", "evaluate", "count_shortcuts", "diagnose"]),
     ("command line", ["cli", "__main__", ""]),
 ]
 LAYER_OF = {module: index for index, (_, modules) in enumerate(LAYERS) for module in modules}
