@@ -36,7 +36,7 @@ class Perception(nn.Module):
         # pretrained at T = 0.1 looks nearly uniform (mean top probability 0.33 instead of 0.99).
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    # Checkpoints written before the temperature was kept read their backbone at T = 1
+    # A checkpoint that keeps no temperature reads its backbone at T = 1
     # (runs.load_weights fills these in).
     state_added_later = {"temperature": torch.tensor(1.0)}
 

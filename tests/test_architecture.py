@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nesy_gedi"
 # images -> augment -> backbone -> objective, then one engine, then the commands.
 LAYERS = [
     ("errors", ["errors"]),
-    ("logic", ["logic", "logic.syntax", "logic.ground"]),
+    ("logic", ["logic", "logic.syntax", "logic.ground", "logic.brute_force"]),
     ("compiler", ["decimal_text", "sdd_text", "circuit_cache", "compiler", "reasoning"]),
     ("circuit", ["circuit"]),
     ("symbolic analysis", ["shortcuts"]),
@@ -25,7 +25,7 @@ LAYERS = [
                 "config.load"]),
     ("assembly", ["data.tasks", "data.unlabeled", "selfsup", "builders", "runs", "distributed", "optim",
                   "tracking"]),
-    ("engine", ["engine"]),
+    ("engine", ["guards", "engine"]),
     ("commands", ["train", "pretrain", "evaluate", "count_shortcuts", "diagnose"]),
     ("command line", ["cli", "__main__", ""]),
 ]

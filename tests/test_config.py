@@ -283,7 +283,7 @@ def test_a_stored_run_config_holding_every_key_loads_in_its_mode(tmp_path):
         again = load_config(tmp_path / "config.yaml")
         assert again.to_dict() == config.to_dict()
         stored = config.to_dict()
-        stored["gedi"]["prior"] = 7.0  # a stored run of an older version: every key as the task gave it
+        stored["gedi"]["prior"] = 7.0  # a stored config holding a value its mode never read
         read = config_from_dict(stored, "stored").to_dict()
         assert read["gedi"]["prior"] == (7.0 if MODES[mode].self_supervised else GediConfig().prior)
 

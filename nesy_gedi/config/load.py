@@ -129,8 +129,9 @@ def _with_mode_sections(data: dict, sections: list, mode, lines: dict, changed: 
 
 # ----------------------------------------------------------------------------- stored runs
 def upgrade_run_config(data: dict) -> dict:
-    """A run's stored config.yaml as this version reads it: configs written before the map
-    section had its keys in `train` (and no naming search unless train.map_search)."""
+    """A run's stored config.yaml in the schema of today: map keys kept in `train` (by a
+    config without a map section, which ran no naming search unless train.map_search) go
+    to `map`."""
     train = data.get("train")
     if isinstance(train, dict) and any(key.split(".", 1)[1] in train for key in MOVED_KEYS):
         section = data.setdefault("map", {})

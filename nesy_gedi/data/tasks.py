@@ -78,7 +78,7 @@ def class_to_position(circuit: KnowledgeCircuit, classes: torch.Tensor, dataset:
     """Image classes -> concept domain positions; -1 for images of a class that is no concept value.
 
     `value_classes[i]` is the data class of domain position i; by default value v is class v.
-    (`dataset` is kept for compatibility; images outside the domain are no longer an error.)"""
+    (`dataset` is accepted and unused; images outside the domain are not an error.)"""
     if value_classes is None:
         return circuit.concept_positions(classes)
     lookup = torch.full((max(int(classes.max()) if len(classes) else 0, max(value_classes)) + 1,), -1,
