@@ -301,7 +301,7 @@ def test_alias_bomb_fails_at_its_first_anchor(tmp_path, deadline, yaml_work):
     with pytest.raises(ConfigError, match="YAML anchor"):
         load_config(path)
     # refused while composing the node that carries the first anchor: nothing was expanded
-    assert yaml_work["nodes"] <= 8
+    assert yaml_work["nodes"] < 20  # expanded, the bomb would be 10**11 nodes
 
 
 # ----------------------------------------------------------------------------- the file itself
