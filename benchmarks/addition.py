@@ -185,7 +185,7 @@ def merge(args) -> int:
     """One result from several files of the same task and settings (seeds run as separate jobs).
     Refuses files whose configurations differ in anything but train.seed, or that repeat a seed."""
 
-    def first_config(part):  # results written before the key was renamed say config_seed0
+    def first_config(part):  # a result file names it config_first_seed or config_seed0
         return part.get("config_first_seed", part.get("config_seed0"))
 
     def settings(part):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 from nesy_gedi.builders import build_circuit  # noqa: E402
 from nesy_gedi.config import load_config  # noqa: E402
-from nesy_gedi.diagnose import task_support, training_concepts  # noqa: E402
+from nesy_gedi.count_shortcuts import task_support, training_concepts  # noqa: E402
 from nesy_gedi.naming import ConceptDomains, search_naming  # noqa: E402
 
 TASKS = ["mnist_max3", "mnist_extremes4", "mnist_count_above6", "mnist_pick3", "mnist_addition_n2",

@@ -206,8 +206,6 @@ def run_config(job: Job, args):
     config = load_config(job.task, overrides)
     if config.model.pretrain and not config.model.pretrain_dir:
         config = load_config(job.task, overrides + [f"model.pretrain_dir={Path(args.runs_dir) / 'pretrained'}"])
-    if job.mode == "sl+concepts" and config.train.concept_supervision == 0.0:
-        config.train.concept_supervision = 0.1  # train()'s default for this mode, made explicit
     return config
 
 

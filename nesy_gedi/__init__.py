@@ -12,7 +12,8 @@ docs/api.md describes each of them.
 """
 from .circuit import KnowledgeCircuit
 from .compiler import CompiledKnowledge, compile_file
-from .config import TaskConfig, load_config
+from .config.load import load_config
+from .config.schema import TaskConfig
 from .errors import ConfigError, DataError, LogicError, NesyError
 from .evaluate import load_run
 from .logic.ground import Knowledge, load_knowledge

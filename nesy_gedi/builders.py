@@ -10,14 +10,12 @@ from torch import nn
 
 from .circuit import KnowledgeCircuit
 from .compiler import compile_file, require_labels
-from .config import ModelConfig, TaskConfig
+from .config.schema import ModelConfig, TaskConfig
 from .errors import ConfigError, NesyError
 from .models.backbones import build_backbone
 from .naming import ClusterMap, ConceptDomains
-from .runs import CHECKPOINT, load_checkpoint, load_weights, read_manifest
-
-# Checkpoint kinds written by the engine, and the one written by pretraining before it.
-TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pretrain"
+from .runs import (CHECKPOINT, LEGACY_PRETRAIN_KIND, PRETRAIN_KIND, TRAIN_KIND, load_checkpoint, load_weights,
+                   read_manifest)
 
 
 class Perception(nn.Module):
@@ -38,7 +36,7 @@ class Perception(nn.Module):
         # pretrained at T = 0.1 looks nearly uniform (mean top probability 0.33 instead of 0.99).
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    # Checkpoints written before the temperature was kept read their backbone at T = 1
+    # A checkpoint that keeps no temperature reads its backbone at T = 1
     # (runs.load_weights fills these in).
     state_added_later = {"temperature": torch.tensor(1.0)}
 

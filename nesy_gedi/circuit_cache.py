@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .decimal_text import parse_decimal
-from .logic.ground import BruteForce, Knowledge, SearchLimitExceeded, describe_count
+from .logic.brute_force import BruteForce, SearchLimitExceeded
+from .logic.ground import Knowledge, describe_count
 from .sdd_text import EntryRejected, SddText, VtreeShape
 
 

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_params(overrides: list[str]) -> dict:
-    from .config import parse_overrides
+    from .config.overrides import parse_overrides
 
     params = {}
     for key, value in parse_overrides(overrides):
@@ -95,9 +95,9 @@ def command_compile(args) -> int:
 
 
 def _run_task(args, loop) -> int:
-    from .config import load_config
+    from .config.load import load_config
 
-    config = load_config(args.task, args.overrides)
+    config = load_config(args.task, args.overrides, pretrain=args.command == "pretrain")
     if args.tensorboard:
         config.train.tensorboard = True
     run_dir = Path(args.out) if args.out is not None else Path("runs") / config.name
@@ -135,7 +135,7 @@ def command_diagnose(args) -> int:
 
 
 def command_count_shortcuts(args) -> int:
-    from .diagnose import count_shortcuts_for_task, format_shortcut_count
+    from .count_shortcuts import count_shortcuts_for_task, format_shortcut_count
 
     result = count_shortcuts_for_task(args.task, args.overrides, per_position=args.per_position)
     if args.json:

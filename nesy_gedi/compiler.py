@@ -39,7 +39,8 @@ from .circuit_cache import (CacheWarning, checked_meta, default_cache_dir, read_
                             write_cache_entry)
 from .decimal_text import decimal_string, json_safe_count
 from .errors import LogicError
-from .logic.ground import Knowledge, describe_count, ground, read_logic_file
+from .logic.ground import Knowledge, describe_count, ground
+from .logic.syntax import read_logic_file
 from .logic.syntax import parse
 from .sdd_text import EntryRejected, SddText, VtreeShape
 

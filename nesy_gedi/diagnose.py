@@ -13,25 +13,24 @@ identity? Writes diagnosis.json, report.md and confusion-matrix PNGs into the ru
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from .builders import build_circuit
 from .circuit import KnowledgeCircuit
-from .config import TaskConfig, load_config
-from .data.tasks import allowed_support
+from .config.schema import TaskConfig
+from .count_shortcuts import list_values, near_shortcut_examples, task_support
 from .errors import NesyError
 from .evaluate import load_run, predict_split
 from .metrics import cluster_accuracy, confusion_matrix, macro_f1, nmi
 from .objectives.entropy import normalised_entropy
 from .runs import CONFIG, load_run_config, write_json
-from .naming import map_label_share, near_shortcuts, value_positions
+from .naming import map_label_share, near_shortcuts
+from .plots import save_confusion_heatmap
 from .tracking import Tracker
-from .shortcuts import MAX_LISTED_MAPS, concept_label_classes, count_shortcuts, preserves_labels
+from .shortcuts import concept_label_classes, count_shortcuts, preserves_labels
 
 DIAGNOSIS = "diagnosis.json"
 REPORT = "report.md"
@@ -39,124 +38,10 @@ MAX_REPORTED_MAPS = 40
 # Larger concept spaces are not checked for shortcuts by `diagnose` (counting 10**4 concept
 # tuples takes seconds, 10**5 minutes); `count-shortcuts` itself goes up to 10**6.
 DIAGNOSE_MAX_CONCEPT_SPACE = 20_000
-# Training tuples drawn to score near-shortcuts (fewer for long tuples: each says more).
-NEAR_SHORTCUT_EXAMPLES = 5000
-NEAR_SHORTCUT_POSITIONS = 20_000
-
-__all__ = ["diagnose_run", "diagnose_predictions", "learned_concept_map", "save_confusion_heatmap",
-           "task_support", "training_concepts", "count_shortcuts_for_task", "format_shortcut_count", "name_shortcut",
-           "DIAGNOSIS", "REPORT"]
+__all__ = ["diagnose_run", "diagnose_predictions", "learned_concept_map", "name_shortcut", "DIAGNOSIS", "REPORT"]
 
 
-# ----------------------------------------------------------------------------- a task's shortcuts
-def task_support(config: TaskConfig, circuit: KnowledgeCircuit) -> np.ndarray | None:
-    """The task's training support as value tuples, or None for every consistent concept tuple."""
-    if config.data.train_support is None:
-        return None
-    return allowed_support(config.data.train_support, circuit, config.source)
-
-
-def training_concepts(config: TaskConfig, circuit: KnowledgeCircuit, count: int | None = None,
-                      support: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Concept tuples drawn as the task's training examples are (each position's value uniform
-    over its domain, or a tuple of `data.train_support`; tuples the knowledge rules out are
-    dropped, as the task's data drops them) and their labels, without reading any image."""
-    if count is None:
-        count = min(NEAR_SHORTCUT_EXAMPLES, max(200, NEAR_SHORTCUT_POSITIONS // len(circuit.concepts)))
-    generator = torch.Generator().manual_seed(config.train.seed)
-    if support is not None:
-        concepts = torch.as_tensor(support)[torch.randint(len(support), (count,), generator=generator)]
-    else:
-        concepts = torch.stack([torch.tensor(v.domain)[torch.randint(len(v.domain), (count,), generator=generator)]
-                                for v in circuit.concepts], dim=1)
-    labels, consistent = circuit.deduce_labels(torch.as_tensor(value_positions(circuit, concepts)[1]))
-    return concepts[consistent].numpy(), labels[consistent].numpy()
-
-
-def count_shortcuts_for_task(task_path, overrides: list | None = None, per_position: bool = False,
-                             suggest: bool = True, list_limit: int = MAX_LISTED_MAPS, near: bool = True) -> dict:
-    """`nesy-gedi count-shortcuts TASK`: count_shortcuts for a task file's logic and training
-    support, with the task's name, logic file, parameters and support in front, and its
-    near-shortcuts (`near`): the wrong maps that keep most training labels. A concept space
-    too large to count exactly still gets its near-shortcuts (`exact_count_error` says why)."""
-    config = load_config(task_path, overrides)
-    if config.logic is None:
-        raise NesyError("this task has no logic section: reasoning shortcuts are counted for tasks "
-                        "trained with a logic file", config.source)
-    circuit = build_circuit(config)
-    result = {"task": config.name, "logic": config.logic.file, "params": dict(config.logic.params),
-              "support": "data.train_support" if config.data.train_support is not None
-              else "every concept tuple consistent with the knowledge"}
-    support = task_support(config, circuit)
-    try:
-        result.update(count_shortcuts(circuit, support, per_position, list_limit=list_limit, suggest=suggest))
-    except NesyError as error:
-        if not near:
-            raise
-        result.update({"concept_maps": None, "shortcuts": None, "permutation_shortcuts": None,
-                       "exact_count_error": error.message if hasattr(error, "message") else str(error)})
-    if near:
-        concepts, labels = training_concepts(config, circuit, support=support)
-        result["near_shortcut_analysis"] = near_shortcuts(circuit, concepts, labels)
-        result["near_shortcuts"] = result["near_shortcut_analysis"].pop("near_shortcuts")
-    return result
-
-
-def _values(values: list) -> str:
-    return " ".join(map(str, values)) if values else "none"
-
-
-def _suggestion_lines(suggestion: dict, what: str) -> list:
-    values = suggestion["values"]
-    left = suggestion["shortcuts_left_by_budget"]
-    if left[0] == 0:
-        return [f"labels needed to exclude the {what}s: none (there are none)"]
-    proof = "" if suggestion["exact"] else " (greedy: the exact search was cut short, smaller sets may exist)"
-    lines = [f"labels that exclude every {what}: one labelled image of each of {_values(values)} "
-             f"({len(values)} value{'s' if len(values) != 1 else ''}){proof}"]
-    budgets = ", ".join(f"{k}: {n}" + (f" ({_values(best)})" if k else "")
-                        for k, (n, best) in enumerate(zip(left, suggestion["sets_by_budget"])))
-    lines.append(f"  {what}s left with k labelled values (best values): {budgets}")
-    return lines
-
-
-def _near_shortcut_lines(result: dict, shown: int = 5) -> list:
-    if not result.get("near_shortcuts"):
-        return []
-    analysis = result.get("near_shortcut_analysis", {})
-    lines = [f"near-shortcuts (wrong maps keeping the most training labels, over {analysis.get('examples')} "
-             f"drawn training tuples):"]
-    several = len({entry["domain"] for entry in result["near_shortcuts"]}) > 1 or "exact_count_error" in result
-    for entry in result["near_shortcuts"][:shown]:
-        where = f"{entry['domain']}: " if several else ""
-        exact = " (a shortcut of these tuples)" if entry["label_share"] == 1.0 else ""
-        lines.append(f"  {where + entry['map']:<24} {entry['kind']:<6} keeps {100 * entry['label_share']:5.1f} % of "
-                     f"the labels{exact}; a label of {' or '.join(map(str, entry['excluded_by']))} excludes it")
-    return lines
-
-
-def format_shortcut_count(result: dict, permutations_only: bool = False) -> str:
-    """The text `count-shortcuts` prints for a count_shortcuts(_for_task) result; with
-    `permutations_only`, only the permutation shortcuts and the labels that exclude them."""
-    lines = []
-    if result.get("concept_maps") is None and "exact_count_error" in result:
-        return "\n".join([f"exact count skipped: {result['exact_count_error']}"] + _near_shortcut_lines(result))
-    if not permutations_only:
-        lines += [f"concept maps that keep every training label: {result['concept_maps']}",
-                  f"reasoning shortcuts (maps other than the identity): {result['shortcuts']}"]
-    lines.append(f"shortcuts that permute the concept values: {result['permutation_shortcuts']} "
-                 f"(balanced clusters cannot rule these out; concept supervision can)")
-    if not permutations_only and "suggested_labels" in result:
-        lines += _suggestion_lines(result["suggested_labels"], "shortcut")
-    if "permutation_suggested_labels" in result:
-        lines += _suggestion_lines(result["permutation_suggested_labels"], "permutation shortcut")
-    if result.get("per_position") and ("suggested_labels" in result or "permutation_suggested_labels" in result):
-        lines.append("  (per-position maps: a labelled image of value v pins v at every position)")
-    if not permutations_only:
-        lines += _near_shortcut_lines(result)
-    return "\n".join(lines)
-
-
+# ----------------------------------------------------------------------------- a learned shortcut
 def name_shortcut(domain: list, learned_map: list, count: dict) -> dict:
     """A learned shortcut by name ("0->5 1->6 ...", the values it moves) and the labels that
     would have excluded it: one labelled image of ANY value it moves excludes this map; the
@@ -180,7 +65,7 @@ def _near_shortcut_diagnosis(circuit: KnowledgeCircuit, train_set, domain: list,
     """The share of training labels the learned map keeps, and the exact or near-shortcut
     closest to it (fewest values read differently), with the labels that exclude it."""
     rows = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
-    rows = rows[:min(NEAR_SHORTCUT_EXAMPLES, max(200, NEAR_SHORTCUT_POSITIONS // len(circuit.concepts)))]
+    rows = rows[:near_shortcut_examples(circuit)]
     concepts, labels = train_set.concepts[rows].numpy(), train_set.labels[rows].numpy()
     share = map_label_share(circuit, concepts, labels, learned_map)
     found = near_shortcuts(circuit, concepts, labels, top=20)["near_shortcuts"]
@@ -273,36 +158,7 @@ def diagnose_predictions(predictions: dict, circuit: KnowledgeCircuit, support: 
     }
 
 
-# ----------------------------------------------------------------------------- figures and report
-def save_confusion_heatmap(matrix, values: list, path: Path, title: str, tracker: Tracker | None = None) -> Path:
-    """A row-normalised confusion matrix as a heatmap, true values down, predictions across
-    (also into TensorBoard through `tracker`)."""
-    matrix = np.asarray(matrix, dtype=float)
-    size = len(values)
-    figure = Figure(figsize=(1.2 + 0.5 * size, 1.0 + 0.5 * size))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
-    axes.set_xticks(range(size), [str(v) for v in values])
-    axes.set_yticks(range(size), [str(v) for v in values])
-    axes.set_xlabel("predicted concept")
-    axes.set_ylabel("true concept")
-    axes.set_title(title, fontsize=10)
-    if size <= 20:
-        for row in range(size):
-            for col in range(size):
-                if matrix[row, col] >= 0.005:
-                    axes.text(col, row, f"{matrix[row, col]:.2f}", ha="center", va="center", fontsize=7,
-                              color="white" if matrix[row, col] > 0.5 else "black")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the row")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    if tracker is not None:
-        figure.canvas.draw()
-        tracker.image(f"diagnose/{path.stem}", np.asarray(figure.canvas.buffer_rgba())[..., :3])
-    return path
-
-
+# ----------------------------------------------------------------------------- the report
 def _number(value) -> str:
     if value is None:
         return "–"
@@ -330,7 +186,7 @@ def _report(diagnosis: dict, values: list) -> str:
             suggestion = count.get(key)
             if suggestion and suggestion["values"]:
                 left = ", ".join(f"{k}: {n}" for k, n in enumerate(suggestion["shortcuts_left_by_budget"]))
-                lines += [f"One labelled image of each of the values **{_values(suggestion['values'])}** excludes "
+                lines += [f"One labelled image of each of the values **{list_values(suggestion['values'])}** excludes "
                           f"every {what} (the smallest such set{'' if suggestion['exact'] else ', greedy'}; "
                           f"{what}s left with k labelled values: {left}).", ""]
     verdict = ("**a reasoning shortcut**" if diagnosis["concept_map_is_shortcut"] else
@@ -341,25 +197,25 @@ def _report(diagnosis: dict, values: list) -> str:
     named = diagnosis.get("learned_shortcut")
     if named:
         lines += [f"The learned shortcut is `{named['map']}` (values not listed map to themselves). One labelled "
-                  f"image of any value it moves ({_values(named['moved_values'])}) would have excluded this map."]
+                  f"image of any value it moves ({list_values(named['moved_values'])}) would have excluded this map."]
         if "suggested_labels" in named:
-            lines.append(f"The task's suggested labels {_values(named['suggested_labels'])} exclude every "
-                         f"shortcut; this map moves {_values(named['suggested_labels_moved'])} of them.")
+            lines.append(f"The task's suggested labels {list_values(named['suggested_labels'])} exclude every "
+                         f"shortcut; this map moves {list_values(named['suggested_labels_moved'])} of them.")
         if "permutation_suggested_labels" in named:
-            lines.append(f"It permutes the values: the labels {_values(named['permutation_suggested_labels'])} "
+            lines.append(f"It permutes the values: the labels {list_values(named['permutation_suggested_labels'])} "
                          f"exclude every permutation shortcut; this map moves "
-                         f"{_values(named['permutation_suggested_labels_moved'])} of them.")
+                         f"{list_values(named['permutation_suggested_labels_moved'])} of them.")
         lines.append("")
     if diagnosis.get("map_excluded_by"):
         lines.append(f"That map keeps {100 * diagnosis['map_label_share']:.1f} % of the training labels: what the "
                      "semantic loss sees of it. One labelled image of any of "
-                     f"{_values(diagnosis['map_excluded_by'])} would have excluded it.")
+                     f"{list_values(diagnosis['map_excluded_by'])} would have excluded it.")
         nearest = diagnosis.get("nearest_shortcut")
         if nearest:
             lines.append(f"The nearest {'exact' if nearest['exact'] else 'near-'}shortcut is `{nearest['map']}` "
                          f"({nearest['kind']}, keeps {100 * nearest['label_share']:.1f} % of the labels, "
                          f"{nearest['values_differing_from_the_learned_map']} value(s) from the learned map); "
-                         f"a label of any of {_values(nearest['excluded_by'])} excludes it.")
+                         f"a label of any of {list_values(nearest['excluded_by'])} excludes it.")
         lines.append("")
 
     metrics = ["examples", "label_accuracy", "concept_accuracy", "concept_macro_f1", "matched_concept_accuracy",
@@ -469,10 +325,11 @@ def diagnose_run(run_dir, data_root=None, device=None, quiet: bool = False) -> d
     tracker = Tracker(run_dir, config.train.tensorboard, config.source)
     for name, suffix in (("test", ""), ("test_ood", "_ood")):
         if name in results:
-            path = save_confusion_heatmap(results[name]["confusion_matrix"], values,
-                                          run_dir / f"confusion_matrix{suffix}.png",
-                                          f"{config.name} ({config.train.mode}): concepts, {name}",
-                                          tracker if tracker.writer is not None else None)
+            path = run_dir / f"confusion_matrix{suffix}.png"
+            save_confusion_heatmap(results[name]["confusion_matrix"], values, path,
+                                   f"{config.name} ({config.train.mode}): concepts, {name}",
+                                   partial(tracker.image, f"diagnose/{path.stem}") if tracker.writer is not None
+                                   else None)
             diagnosis["figures"].append(path.name)
     tracker.close()
 
@@ -500,19 +357,19 @@ def _print_summary(diagnosis: dict, run_dir: Path) -> None:
     print(f"  that map is              {shortcut}; the task has {_number(diagnosis['shortcuts'])} shortcut(s)")
     if diagnosis.get("map_excluded_by"):
         print(f"  it keeps                 {100 * diagnosis['map_label_share']:.1f} % of the training labels; "
-              f"a label of any of {_values(diagnosis['map_excluded_by'])} excludes it")
+              f"a label of any of {list_values(diagnosis['map_excluded_by'])} excludes it")
         nearest = diagnosis.get("nearest_shortcut")
         if nearest:
             print(f"  nearest shortcut         {nearest['map']} ({'exact' if nearest['exact'] else 'near'}, keeps "
                   f"{100 * nearest['label_share']:.1f} % of the labels, {nearest['values_differing_from_the_learned_map']}"
-                  f" value(s) from the learned map; excluded by a label of {_values(nearest['excluded_by'])})")
+                  f" value(s) from the learned map; excluded by a label of {list_values(nearest['excluded_by'])})")
     named = diagnosis.get("learned_shortcut")
     if named:
         print(f"  learned shortcut         {named['map']}  (a label of any moved value excludes it)")
         if "suggested_labels" in named:
-            print(f"  suggested labels         {_values(named['suggested_labels'])} exclude every shortcut; "
-                  f"this map moves {_values(named['suggested_labels_moved'])}")
+            print(f"  suggested labels         {list_values(named['suggested_labels'])} exclude every shortcut; "
+                  f"this map moves {list_values(named['suggested_labels_moved'])}")
     elif diagnosis.get("suggested_labels") and diagnosis["suggested_labels"]["values"]:
-        print(f"  suggested labels         {_values(diagnosis['suggested_labels']['values'])} "
+        print(f"  suggested labels         {list_values(diagnosis['suggested_labels']['values'])} "
               f"exclude every shortcut of the task")
     print(f"  report: {run_dir / REPORT}")

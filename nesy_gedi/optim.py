@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .config import TaskConfig
+from .config.schema import TaskConfig
 
 
 def build_optimizer(parameters, config: TaskConfig, learning_rates: dict | None = None) -> torch.optim.Optimizer:

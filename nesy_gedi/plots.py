@@ -1,4 +1,5 @@
-"""PNG figures for GEDI runs: SGLD samples, energy histograms, training curves, 2-D toy maps.
+"""PNG figures of runs: SGLD samples, energy histograms, training curves, 2-D toy maps and
+concept confusion matrices.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas and never
 through pyplot, so nothing here touches matplotlib's global state or needs a display.
@@ -21,6 +22,7 @@ __all__ = [
     "save_training_curves",
     "save_toy_clusters",
     "save_energy_landscape",
+    "save_confusion_heatmap",
 ]
 
 
@@ -214,3 +216,31 @@ def save_energy_landscape(
     axes.set_aspect("equal")
     axes.set_title(title or "energy landscape (low = likely)", fontsize=9)
     return _save(figure, path)
+
+
+def save_confusion_heatmap(matrix, values: list, path: str | Path, title: str,
+                           on_pixels: Callable[[np.ndarray], None] | None = None) -> Path:
+    """A row-normalised confusion matrix as a heatmap, true values down, predictions across;
+    `on_pixels` receives the figure's RGB pixels (e.g. for TensorBoard)."""
+    matrix = np.asarray(matrix, dtype=float)
+    size = len(values)
+    figure = Figure(figsize=(1.2 + 0.5 * size, 1.0 + 0.5 * size))
+    axes = figure.add_subplot()
+    image = axes.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
+    axes.set_xticks(range(size), [str(v) for v in values])
+    axes.set_yticks(range(size), [str(v) for v in values])
+    axes.set_xlabel("predicted concept")
+    axes.set_ylabel("true concept")
+    axes.set_title(title, fontsize=10)
+    if size <= 20:
+        for row in range(size):
+            for col in range(size):
+                if matrix[row, col] >= 0.005:
+                    axes.text(col, row, f"{matrix[row, col]:.2f}", ha="center", va="center", fontsize=7,
+                              color="white" if matrix[row, col] > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the row")
+    path = _save(figure, path)
+    if on_pixels is not None:
+        figure.canvas.draw()
+        on_pixels(np.asarray(figure.canvas.buffer_rgba())[..., :3])
+    return path

@@ -29,7 +29,8 @@ from torch import Tensor
 from . import engine, plots
 from .builders import PRETRAIN_KIND, build_model, load_pretrained_backbone
 from .clustering import as_input, cluster_metrics, energy_auroc, ood_auroc_by_class, predict
-from .config import TaskConfig, load_config, resolve_logic_path
+from .config.load import load_config
+from .config.schema import TaskConfig
 from .errors import ConfigError
 from .data.unlabeled import PretrainData, load_pretrain_data
 from .selfsup import SelfSupervised
@@ -84,7 +85,7 @@ _MAX_CHAIN = 8  # pretrainings started from pretrainings; more is a cycle or a m
 def pretraining_config(config: TaskConfig, chain: tuple = ()) -> TaskConfig:
     """The pretraining `config.model.pretrain` names, resolved with `model.pretrain_overrides`
     and, inherited from `config`, the seed and where and how it runs (the store included)."""
-    task = resolve_logic_path(config.model.pretrain, config.source)
+    task = Path(config.model.pretrain)  # resolved when `config` was loaded
     if len(chain) >= _MAX_CHAIN or str(task.resolve()) in chain:
         raise ConfigError(f"model.pretrain: {task} starts from itself through {len(chain)} pretrainings "
                           "(a cycle of model.pretrain)", config.source)
@@ -94,7 +95,7 @@ def pretraining_config(config: TaskConfig, chain: tuple = ()) -> TaskConfig:
         inherited.append(f"train.num_threads={config.train.num_threads}")
     if config.model.pretrain_dir:
         inherited.append(f"model.pretrain_dir={config.model.pretrain_dir}")
-    return load_config(task, [*config.model.pretrain_overrides, *inherited])
+    return load_config(task, [*config.model.pretrain_overrides, *inherited], pretrain=True)
 
 
 def pretraining_key(pretrain_config: TaskConfig, chain: tuple = ()) -> str:

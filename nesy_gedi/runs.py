@@ -25,9 +25,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import TaskConfig, config_from_dict, upgrade_run_config
-from .data.files import file_sha256, resolve_data_path
+from .config.load import config_from_dict, upgrade_run_config
+from .config.schema import TaskConfig
+from .data.files import file_sha256
 from .errors import NesyError
+
+# Checkpoint kinds written by the engine, and the one written by pretraining before it.
+TRAIN_KIND, PRETRAIN_KIND, LEGACY_PRETRAIN_KIND = "train", "pretrain", "gedi-pretrain"
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -201,7 +205,7 @@ def recorded_config(config: TaskConfig) -> dict:
     so the run reads the same images from anywhere."""
     recorded = config.to_dict()
     if recorded["data"].get("path"):
-        recorded["data"]["path"] = str(resolve_data_path(recorded["data"]["path"], config.source))
+        recorded["data"]["path"] = str(Path(recorded["data"]["path"]).expanduser().absolute())
     return recorded
 
 
@@ -243,7 +247,8 @@ def load_run_config(run_dir: Path) -> TaskConfig:
             raise NesyError(f"{copy.name} was changed after the run started (its sha256 differs from "
                             f"{MANIFEST}'s)", str(copy))
         data["logic"]["file"] = str(copy)
-    return config_from_dict(upgrade_run_config(data), str(path))
+    pretrain = manifest.get("kind", TRAIN_KIND) != TRAIN_KIND  # a pretrain run reads its whole gedi section
+    return config_from_dict(upgrade_run_config(data), str(path), pretrain=pretrain)
 
 
 # Keys that may differ between a run and its resumption: where and how it runs, not what.

@@ -1,7 +1,7 @@
 """`nesy-gedi train`: perception network -> concept probabilities -> circuit -> semantic loss.
 
 Supplies the engine (`nesy_gedi.engine`) with the task's examples, the perception network
-and the loss of a batch. Training modes (train.mode):
+and the loss of a batch. Training modes (train.mode; what each reads: config.schema.MODES):
     sl           semantic loss only
     sl+gedi      semantic loss + the GEDI objective on the same images, trained jointly
     gedi->sl     gedi.pretrain_epochs of GEDI alone, then the semantic loss
@@ -10,8 +10,9 @@ and the loss of a batch. Training modes (train.mode):
     sl+concepts  semantic loss + cross-entropy on observed concepts (the reference mitigation)
 With `map.epochs`, a pretrained clustering (`model.init`) first has its clusters named
 (`nesy_gedi.naming`: the naming that explains the training labels best), then only the
-cluster -> value map trains on the frozen backbone, then everything. Observed concepts (`train.concept_supervision`, a fraction of the examples, and
-`train.concept_labels`, exactly K images of each value) add the cross-entropy term in any mode.
+cluster -> value map trains on the frozen backbone, then everything. Observed concepts
+(`train.concept_supervision`, a fraction of the examples, and `train.concept_labels`,
+exactly K images of each value) add the cross-entropy term in any mode.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from . import engine
 from .builders import TRAIN_KIND, Perception, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
-from .config import SELF_SUPERVISED_MODES, TaskConfig
+from .config.schema import MODES, TaskConfig
 from .data.augment import build_augment
 from .data.files import resolve_data_root
 from .data.tasks import build_task_data
@@ -56,15 +57,15 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                     "if its clusters are good (val_cluster_accuracy in its final.json), --set map.epochs=3 "
                     "first names the clusters and learns which concept value each means "
                     "(docs/perception_from_pretraining.md)")
-        mode = config.train.mode
+        mode = MODES[config.train.mode]
         selfsup = None
-        if mode in SELF_SUPERVISED_MODES:
+        if mode.self_supervised:
             selfsup = SelfSupervised.from_config(config.gedi, sample_shape, circuit.concept_domain_size,
                                                  generator=torch.Generator().manual_seed(config.train.seed)
                                                  ).to(run.device)
         augment = build_augment(config.train.augment, **config.train.augment_options)
         observed = train_set.observed
-        pretrain_epochs = config.gedi.pretrain_epochs if mode == "gedi->sl" else 0
+        pretrain_epochs = config.gedi.pretrain_epochs if mode.pretrains_first else 0
         map_epochs = config.map.epochs
         naming = None
         if map_epochs and config.map.search and not run.has_checkpoint:
@@ -91,13 +92,14 @@ def train(config: TaskConfig, run_dir: Path, resume: bool = False, data_root: st
                         targets = circuit.concept_positions(concepts[seen])
                         terms["concepts"] = F.nll_loss(log_probs[seen], targets)
                         total = total + terms["concepts"]
-                if mode == "sl+entropy":
+                if mode.entropy:
                     terms["entropy"] = config.train.entropy_weight * concept_entropy_loss(log_probs.exp())
                     total = total + terms["entropy"]
                 if config.map.balance:
                     terms["map_balance"] = config.map.balance * map_balance_loss(perception.cluster_map)
                     total = total + terms["map_balance"]
-            if selfsup is not None and (phase(epoch) == "pretrain" or (phase(epoch) == "train" and mode != "gedi->sl")):
+            joint = phase(epoch) == "train" and not mode.pretrains_first
+            if selfsup is not None and (phase(epoch) == "pretrain" or joint):
                 weight = 1.0 if phase(epoch) == "pretrain" else config.gedi.weight
                 self_terms = selfsup.losses(perception.backbone, images.flatten(0, 1), generator)
                 terms.update({f"gedi_{k}": weight * v for k, v in self_terms.items() if k != "total"})

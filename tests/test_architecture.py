@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nesy_gedi"
 # images -> augment -> backbone -> objective, then one engine, then the commands.
 LAYERS = [
     ("errors", ["errors"]),
-    ("logic", ["logic", "logic.syntax", "logic.ground"]),
+    ("logic", ["logic", "logic.syntax", "logic.ground", "logic.brute_force"]),
     ("compiler", ["decimal_text", "sdd_text", "circuit_cache", "compiler", "reasoning"]),
     ("circuit", ["circuit"]),
     ("symbolic analysis", ["shortcuts"]),
@@ -21,11 +21,12 @@ LAYERS = [
                     "data.arrays", "data.images", "data.toy", "models", "models.backbones", "objectives",
                     "objectives.barlow", "objectives.entropy", "objectives.gedi", "objectives.semantic",
                     "objectives.swav", "naming", "sgld", "metrics", "plots", "clustering"]),
-    ("config", ["config"]),
+    ("config", ["config", "config.schema", "config.reader", "config.overrides", "config.validate", "config.paths",
+                "config.load"]),
     ("assembly", ["data.tasks", "data.unlabeled", "selfsup", "builders", "runs", "distributed", "optim",
                   "tracking"]),
-    ("engine", ["engine"]),
-    ("commands", ["train", "pretrain", "evaluate", "diagnose"]),
+    ("engine", ["guards", "engine"]),
+    ("commands", ["train", "pretrain", "evaluate", "count_shortcuts", "diagnose"]),
     ("command line", ["cli", "__main__", ""]),
 ]
 LAYER_OF = {module: index for index, (_, modules) in enumerate(LAYERS) for module in modules}

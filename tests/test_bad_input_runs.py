@@ -1,4 +1,4 @@
-"""Hostile and broken run directories (issue #15, "Trust nothing on disk"; issue #14, portable runs).
+"""Hostile and broken run directories, and runs that move: nothing read from disk is trusted.
 
 A run directory is read back by `evaluate`, `diagnose`, `train/pretrain --resume` and
 `--set model.init=RUN`. Whatever is in it, each of them either works or ends with exactly

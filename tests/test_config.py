@@ -9,28 +9,35 @@ import dataclasses
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 import torch
 
-from nesy_gedi import cli, config as config_module
+from nesy_gedi import cli
+from nesy_gedi.config import load as load_module, overrides as overrides_module, paths as paths_module
+from nesy_gedi.config import reader as reader_module, schema as schema_module, validate as validate_module
 from nesy_gedi.config import (
+    MODES,
     SELF_SUPERVISED_METHODS,
     TRAINING_MODES,
+    GediConfig,
     TaskConfig,
     apply_overrides,
     config_from_dict,
     load_config,
     parse_overrides,
-    resolve_logic_path,
+    resolve_task_path,
     save_config,
 )
 from nesy_gedi.data.augment import AUGMENT_NAMES
+from nesy_gedi.data.images import load_images
 from nesy_gedi.errors import ConfigError, NesyError
 from nesy_gedi.models.backbones import BACKBONE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDITION = ROOT / "tasks" / "mnist_addition.yaml"
+LOGIC = ROOT / "logic" / "addition.logic"
 TASK_FILES = sorted((ROOT / "tasks").glob("*.yaml"))
 
 
@@ -206,8 +213,8 @@ def test_errors_are_nesy_errors_of_one_line():
 # ----------------------------------------------------------------------------- the rules' own consistency
 def test_every_range_names_a_real_number_field():
     config = TaskConfig()
-    for key in config_module._RANGES:
-        value = config_module._value_at(config, key)
+    for key in validate_module._RANGES:
+        value = validate_module._value_at(config, key)
         assert value is None or isinstance(value, (int, float)), key
 
 
@@ -220,7 +227,7 @@ def test_every_number_field_has_a_range():
             elif item.type in ("int", "float", "typing.Optional[int]", "typing.Optional[float]"):
                 yield key
 
-    unranged = set(number_keys(TaskConfig(), "")) - set(config_module._RANGES)
+    unranged = set(number_keys(TaskConfig(), "")) - set(validate_module._RANGES)
     assert unranged == {"gedi.sgld.low", "gedi.sgld.high"}  # checked together: low < high
     for key, value in (("map.epochs", -1), ("map.lr", 0), ("map.balance", -0.5), ("map.noise", 1.0)):
         with pytest.raises(ConfigError, match=key):
@@ -244,7 +251,7 @@ def test_the_map_keys_live_in_their_own_section_and_need_a_map_phase():
 def test_a_key_the_chosen_mode_does_not_read_is_refused_naming_the_mode():
     with pytest.raises(ConfigError, match=r"--set gedi.generative: train.mode sl does not read gedi \(only sl\+gedi"):
         load_config(ADDITION, ["gedi.generative=3"])
-    with pytest.raises(ConfigError, match="train.mode sl\+gedi does not read gedi.pretrain_epochs"):
+    with pytest.raises(ConfigError, match=r"train.mode sl\+gedi does not read gedi.pretrain_epochs"):
         load_config(ADDITION, ["train.mode=sl+gedi", "gedi.pretrain_epochs=2"])
     with pytest.raises(ConfigError, match="train.mode sl does not read train.entropy_weight"):
         load_config(ADDITION, ["train.entropy_weight=2"])
@@ -252,17 +259,139 @@ def test_a_key_the_chosen_mode_does_not_read_is_refused_naming_the_mode():
     assert load_config(ADDITION, ["train.mode=gedi->sl", "gedi.pretrain_epochs=2"]).gedi.pretrain_epochs == 2
 
 
+def test_a_task_file_key_the_mode_does_not_read_is_refused_with_its_line(tmp_path):
+    task = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\ntrain:\n  mode: sl\ngedi:\n  generative: 3\n")
+    with pytest.raises(ConfigError, match=r"task.yaml:5: gedi.generative: train.mode sl does not read gedi "
+                                          r"\(only sl\+gedi, gedi->sl and sl\+swav do\)"):
+        load_config(task)
+    assert load_config(task, ["train.mode=sl+gedi"]).gedi.generative == 3
+    entropy = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\ntrain:\n  mode: sl+gedi\n  entropy_weight: 2\n")
+    with pytest.raises(ConfigError, match="task.yaml:4: train.entropy_weight: train.mode sl\\+gedi does not read"):
+        load_config(entropy)
+    swav = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\ntrain: {{mode: sl+swav}}\ngedi: {{method: jem}}\n")
+    with pytest.raises(ConfigError, match="gedi.method: train.mode sl\\+swav sets gedi.method to swav"):
+        load_config(swav)
+    # a pretrain task (no logic section) reads its whole gedi section whatever train.mode says
+    assert load_config(write_task(tmp_path, "gedi: {generative: 3}\n")).gedi.generative == 3
+
+
+def test_a_stored_run_config_holding_every_key_loads_in_its_mode(tmp_path):
+    """config.yaml holds every key; those the mode does not read sit at their defaults."""
+    for mode in TRAINING_MODES:
+        config = load_config(ROOT / "tasks" / "mnist_evenodd.yaml", [f"train.mode={mode}"])
+        save_config(config, tmp_path / "config.yaml")
+        again = load_config(tmp_path / "config.yaml")
+        assert again.to_dict() == config.to_dict()
+        stored = config.to_dict()
+        stored["gedi"]["prior"] = 7.0  # a stored config holding a value its mode never read
+        read = config_from_dict(stored, "stored").to_dict()
+        assert read["gedi"]["prior"] == (7.0 if MODES[mode].self_supervised else GediConfig().prior)
+
+
+def test_the_modes_section_adds_the_chosen_modes_settings(tmp_path):
+    task = write_task(tmp_path, f"""logic: {{file: {LOGIC}}}
+train: {{mode: sl}}
+modes:
+  sl+gedi, gedi->sl:
+    gedi: {{prior: 10.0, sgld: {{steps: 5}}}}
+  gedi->sl:
+    gedi: {{pretrain_epochs: 2}}
+""")
+    plain = load_config(task)
+    assert (plain.gedi.prior, plain.gedi.sgld.steps, plain.gedi.pretrain_epochs) == (1.0, 20, 0)
+    joint = load_config(task, ["train.mode=sl+gedi"])
+    assert (joint.gedi.prior, joint.gedi.sgld.steps, joint.gedi.pretrain_epochs) == (10.0, 5, 0)
+    first = load_config(task, ["train.mode=gedi->sl", "gedi.prior=3"])  # --set wins over the section
+    assert (first.gedi.prior, first.gedi.sgld.steps, first.gedi.pretrain_epochs) == (3.0, 5, 2)
+    assert "modes" not in first.to_dict()
+    both = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\nmodes:\n  pretrain:\n    gedi: {{method: no-gen}}\n")
+    assert load_config(both).gedi.method == "gedi"  # train reads no gedi section in mode sl
+    assert load_config(both, pretrain=True).gedi.method == "no-gen"
+    for text, message in (
+            ("modes:\n  sl+magic:\n    gedi: {prior: 2}\n",
+             r"task.yaml:\d+: modes.sl\+magic: unknown mode 'sl\+magic'"),
+            ("modes:\n  sl+gedi:\n    gedi: {pretrain_epochs: 2}\n",
+             r"task.yaml:5: gedi.pretrain_epochs: train.mode sl\+gedi does not read gedi.pretrain_epochs"),
+            ("gedi: {prior: 2}\nmodes:\n  sl: {gedi: {prior: 3}}\n", r"gedi.prior is given twice"),
+            ("modes: [sl]\n", "modes: expected a mapping of training modes")):
+        bad = write_task(tmp_path, f"logic: {{file: {LOGIC}}}\ntrain: {{mode: sl}}\n{text}")
+        with pytest.raises(ConfigError, match=message):
+            load_config(bad)
+
+
+@pytest.mark.parametrize("path", TASK_FILES, ids=lambda p: p.stem)
+def test_every_task_file_loads_in_every_mode_its_modes_section_names(path):
+    data = yaml.safe_load(path.read_text())
+    names = {name.strip() for key in data.get("modes", {}) for name in key.split(",")}
+    for mode in sorted(names) or [None]:
+        config = load_config(path, [f"train.mode={mode}"] if mode else [])
+        assert config.train.mode == (mode or data.get("train", {}).get("mode", "sl"))
+
+
+# ----------------------------------------------------------------------------- a task's own files
+def _project(tmp_path: Path) -> tuple[Path, Path]:
+    """A project (tasks/, logic/, images/, runs/) and, beside it, a working directory holding a
+    decoy of every file the task names."""
+    project, working = tmp_path / "project", tmp_path / "working"
+    for root in (project, working):
+        (root / "logic").mkdir(parents=True)
+        (root / "logic" / "sum.logic").write_text((ROOT / "logic" / "addition.logic").read_text())
+        (root / "images").mkdir()
+        (root / "tasks").mkdir()
+        (root / "tasks" / "pre.yaml").write_text("name: pre\n")
+        (root / "runs" / "start").mkdir(parents=True)
+    task = project / "tasks" / "task.yaml"
+    task.write_text("logic: {file: logic/sum.logic}\ndata: {dataset: folder, path: images}\n"
+                    "model: {pretrain: pre.yaml, init: runs/start}\n")
+    return task, working
+
+
+def test_a_task_files_paths_resolve_beside_it_not_in_the_working_directory(tmp_path, monkeypatch):
+    task, working = _project(tmp_path)
+    project = task.parent.parent
+    monkeypatch.chdir(working)  # every name below also exists here: the task's own must win
+    config = load_config(task)
+    assert Path(config.logic.file) == project / "logic" / "sum.logic"
+    assert Path(config.data.path) == project / "images"
+    assert Path(config.model.pretrain) == project / "tasks" / "pre.yaml"
+    assert Path(config.model.init) == project / "runs" / "start"
+    # typed on the command line, a relative path means the working directory's
+    changed = load_config(task, ["logic.file=logic/sum.logic", "data.path=images"])
+    assert Path(changed.logic.file) == working / "logic" / "sum.logic"
+    assert Path(changed.data.path) == working / "images"
+    # a name only the working directory holds is still found
+    (working / "logic" / "only_here.logic").write_text((ROOT / "logic" / "addition.logic").read_text())
+    task.write_text("logic: {file: logic/only_here.logic}\n")
+    assert Path(load_config(task).logic.file) == working / "logic" / "only_here.logic"
+
+
+def test_a_run_reads_the_task_files_own_images_not_the_working_directorys(tmp_path, monkeypatch):
+    """The data sources read config.data.path as loaded: the task's folder, not the decoy."""
+    task, working = _project(tmp_path)
+    project = task.parent.parent
+    for root, value in ((project, 0), (working, 1)):
+        np.savez(root / "images" / "digits.npz", images=np.full((4, 1, 2, 2), value, np.uint8),
+                 labels=np.zeros(4, np.int64), test_images=np.full((2, 1, 2, 2), value, np.uint8),
+                 test_labels=np.zeros(2, np.int64))
+    task.write_text("logic: {file: logic/sum.logic}\ndata: {dataset: arrays, path: images/digits.npz}\n")
+    monkeypatch.chdir(working)
+    config = load_config(task)
+    images, _ = load_images("arrays", tmp_path, "train", path=config.data.path)
+    assert Path(config.data.path) == project / "images" / "digits.npz" and int(images.max()) == 0
+
+
 def test_every_backbone_and_augmentation_is_known_to_the_checks():
-    assert set(config_module._BACKBONE_CLASSES) == set(BACKBONE_NAMES)
-    assert set(config_module._AUGMENT_PROBES) == set(AUGMENT_NAMES)
+    assert set(validate_module._BACKBONE_CLASSES) == set(BACKBONE_NAMES)
+    assert set(validate_module._AUGMENT_PROBES) == set(AUGMENT_NAMES)
 
 
 def test_config_has_no_function_level_imports():
-    tree = ast.parse(inspect.getsource(config_module))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            inner = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
-            assert not inner, f"{node.name} imports inside the function"
+    for module in (load_module, overrides_module, paths_module, reader_module, schema_module, validate_module):
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+                assert not inner, f"{module.__name__}.{node.name} imports inside the function"
 
 
 def test_public_api_is_kept():
@@ -270,13 +399,13 @@ def test_public_api_is_kept():
     config = load_config(ADDITION)
     assert dataclasses.asdict(config)["train"]["lr"] == config.train.lr
     assert "source" not in config.to_dict() and config.source == str(ADDITION)
-    assert resolve_logic_path("logic/addition.logic", str(ADDITION)).exists()
+    assert resolve_task_path("logic/addition.logic", str(ADDITION), from_file=True).exists()
     assert [f.name for f in dataclasses.fields(TaskConfig)] == [
         "name", "logic", "data", "model", "train", "map", "gedi", "circuit", "source"]
 
 
 def test_the_documented_defaults_are_the_configs_defaults():
-    """docs/tasks.md lists every key with its default; it must not drift from config.py."""
+    """docs/tasks.md lists every key with its default; it must not drift from config.schema."""
     from nesy_gedi.config import LogicConfig, SupportConfig, TaskConfig
 
     text = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")

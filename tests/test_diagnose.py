@@ -14,8 +14,8 @@ import nesy_gedi.diagnose as diagnose_module
 from nesy_gedi.builders import build_circuit
 from nesy_gedi.cli import main
 from nesy_gedi.config import load_config
-from nesy_gedi.diagnose import (DIAGNOSIS, REPORT, count_shortcuts_for_task, diagnose_predictions, diagnose_run,
-                                name_shortcut, task_support)
+from nesy_gedi.count_shortcuts import count_shortcuts_for_task, task_support
+from nesy_gedi.diagnose import DIAGNOSIS, REPORT, diagnose_predictions, diagnose_run, name_shortcut
 from nesy_gedi.errors import NesyError
 from nesy_gedi.shortcuts import count_shortcuts
 

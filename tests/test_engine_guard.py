@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import nesy_gedi.pretrain as pretrain_module
-from nesy_gedi import engine
+from nesy_gedi import engine, guards
 from nesy_gedi import selfsup as selfsup_module
 from nesy_gedi.config import config_from_dict, load_config
 from nesy_gedi.optim import build_optimizer
@@ -230,7 +230,7 @@ def test_a_run_killed_after_a_rollback_resumes_to_the_same_result(tmp_path, monk
 
 # ----------------------------------------------------------------------------- the rules
 def test_a_term_diverges_when_it_grows_a_hundredfold_past_the_floor():
-    guard = engine.DivergenceGuard(engine.COLLAPSE_SIGNALS, max_rollbacks=3)
+    guard = guards.DivergenceGuard(guards.COLLAPSE_SIGNALS, max_rollbacks=3)
     guard.accept({"epoch": 1, "train_gedi_generative": -12.4, "train_semantic": 0.3})
     assert guard.verdict({"train_gedi_generative": -3.1e7, "train_semantic": 0.3}, {}) == \
         "train_gedi_generative -3.1e+07, was -12.4"
@@ -243,7 +243,7 @@ def test_a_term_diverges_when_it_grows_a_hundredfold_past_the_floor():
 
 
 def test_validation_signals_collapse_relative_to_their_best_good_epoch():
-    guard = engine.DivergenceGuard(engine.COLLAPSE_SIGNALS, max_rollbacks=3)
+    guard = guards.DivergenceGuard(guards.COLLAPSE_SIGNALS, max_rollbacks=3)
     assert guard.verdict({"val_largest_cluster": 0.99, "val_label_accuracy": 0.0}, {}) is None  # nothing to compare
     guard.accept({"val_label_accuracy": 0.8, "val_largest_cluster": 0.5, "val_energy_gap": 4.0})
     guard.accept({"val_label_accuracy": 0.6, "val_largest_cluster": 0.6, "val_energy_gap": 2.0})
@@ -256,7 +256,7 @@ def test_validation_signals_collapse_relative_to_their_best_good_epoch():
     assert guard.verdict({"val_energy_gap": -5.0}, {}) == "val_energy_gap -5, best 4"
     assert guard.verdict({"val_energy_gap": float("nan")}, {}) == "val_energy_gap nan, best 4"
     assert guard.verdict({"val_concept_accuracy": 0.0, "val_label_accuracy": None}, {}) is None
-    restored = engine.DivergenceGuard(engine.COLLAPSE_SIGNALS, max_rollbacks=3)
+    restored = guards.DivergenceGuard(guards.COLLAPSE_SIGNALS, max_rollbacks=3)
     restored.load_state_dict(guard.state_dict())
     assert restored.state_dict() == guard.state_dict()
 

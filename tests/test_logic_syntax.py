@@ -330,7 +330,7 @@ def test_tautologies_are_dropped_and_counted_conditions(tmp_path):
 def test_runaway_grounding_stops_with_a_clear_error(tmp_path, text, expected):
     started = time.perf_counter()  # with the default limits
     assert expected in logic_error(tmp_path, "concept a : 0..9\n" + text + "\n", line=2)
-    assert time.perf_counter() - started < 30
+    assert time.perf_counter() - started < 120  # only a hang fails this (the limit bounds the work)
 
 
 @pytest.mark.parametrize("text", [

@@ -19,7 +19,7 @@ from nesy_gedi.builders import build_circuit
 from nesy_gedi.circuit import KnowledgeCircuit
 from nesy_gedi.compiler import compile_file
 from nesy_gedi.config import load_config
-from nesy_gedi.diagnose import count_shortcuts_for_task
+from nesy_gedi.count_shortcuts import count_shortcuts_for_task
 from nesy_gedi.errors import NesyError
 from nesy_gedi.naming import (ClusterMap, ConceptDomains, NamingScorer, map_balance_loss, map_label_share,
                               near_shortcuts, search_naming, wrong_maps)

@@ -113,7 +113,7 @@ def test_an_image_folder_trains_and_pretrains(tmp_path, capsys, mode):
     task = {"name": "brightness", "logic": {"file": str(tmp_path / "same.logic")},
             "data": {"dataset": "folder", "path": str(images)},
             "model": {"backbone": "mlp", "num_clusters": 3, "options": {"hidden": 16}},
-            "gedi": {"method": "no-gen", "augment": "none" if mode == "L" else "natural"}}
+            "modes": {"pretrain": {"gedi": {"method": "no-gen", "augment": "none" if mode == "L" else "natural"}}}}
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
     run_cli(["train", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "train"), *overrides(QUICK)], capsys)
     final = json.loads((tmp_path / "train" / "final.json").read_text())
@@ -139,7 +139,8 @@ def test_arrays_train_and_pretrain_and_a_wrong_size_is_one_clear_line(tmp_path, 
     np.savez(tmp_path / "data.npz", images=images, labels=labels)
     (tmp_path / "same.logic").write_text(THREE_GARMENTS)
     task = {"name": "arrays", "logic": {"file": "same.logic"}, "data": {"dataset": "arrays", "path": "data.npz"},
-            "model": {"backbone": "mlp", "num_clusters": 3}, "gedi": {"method": "no-gen", "augment": "none"}}
+            "model": {"backbone": "mlp", "num_clusters": 3},
+            "modes": {"pretrain": {"gedi": {"method": "no-gen", "augment": "none"}}}}
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task))
     run_cli(["train", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "train"), *overrides(QUICK)], capsys)
     run_cli(["pretrain", str(tmp_path / "task.yaml"), "--out", str(tmp_path / "pretrain"), *overrides(QUICK)],

@@ -183,7 +183,7 @@ def test_sampler_refuses_bad_cheap_settings():
 
 
 def _reference_sgld(energy_fn, x, steps, step_size, noise_std, clamp, generator):
-    """The loop as first written (before the in-place rewrite of issue #13)."""
+    """The plain out-of-place SGLD loop: the reference the in-place sampler must match."""
     x = x.detach().clone().clamp(*clamp)
     for _ in range(steps):
         x.requires_grad_(True)

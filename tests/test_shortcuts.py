@@ -16,7 +16,7 @@ from nesy_gedi.builders import build_circuit
 from nesy_gedi.cli import main
 from nesy_gedi.compiler import compile_file, compile_knowledge_uncached
 from nesy_gedi.config import load_config
-from nesy_gedi.diagnose import count_shortcuts_for_task, format_shortcut_count, task_support
+from nesy_gedi.count_shortcuts import count_shortcuts_for_task, format_shortcut_count, task_support
 from nesy_gedi.errors import NesyError
 from nesy_gedi.shortcuts import (count_shortcuts, is_shortcut_map, preserves_labels, shortcut_knowledge,
                                   suggest_labels, with_permutations_only)

@@ -5,7 +5,7 @@ from nesy_gedi.data.augment import (
     natural_image_augment,
     point_augment,
 )
-from nesy_gedi.data.files import resolve_data_path, resolve_data_root
+from nesy_gedi.data.files import resolve_data_root
 from nesy_gedi.data.images import class_names, clear_image_cache, load_images, to_float
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "load_images",
     "natural_image_augment",
     "point_augment",
-    "resolve_data_path",
     "resolve_data_root",
     "to_float",
 ]

@@ -55,18 +55,6 @@ def resolve_data_root(flag: str | os.PathLike | None = None) -> Path:
     return path.resolve()
 
 
-def resolve_data_path(path: str | os.PathLike, source: str | None = None) -> Path:
-    """The file or folder named by `data.path`: as given when absolute or found relative to
-    the working directory, else relative to the task file `source`'s folder or its parent
-    (like logic paths). Returned absolute; existence is checked by `load_images`."""
-    candidate = Path(path).expanduser()
-    if not candidate.is_absolute() and not candidate.exists() and source:
-        for base in (Path(source).parent, Path(source).parent.parent):
-            if (base / candidate).exists():
-                return (base / candidate).absolute()
-    return candidate.absolute()
-
-
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, read in blocks (data files, and run files elsewhere)."""
     digest = hashlib.sha256()

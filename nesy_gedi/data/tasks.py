@@ -40,11 +40,10 @@ import numpy as np
 import torch
 
 from ..circuit import KnowledgeCircuit
-from ..config import SupportConfig, TaskConfig
+from ..config.schema import SupportConfig, TaskConfig
 from ..errors import ConfigError, DataError
 from ..logic.ground import evaluate_condition
 from ..logic.syntax import parse_expression
-from .files import resolve_data_path
 from .images import class_names, load_images, to_float
 
 MAX_ENUMERATED_SUPPORT = 1_000_000
@@ -79,7 +78,7 @@ def class_to_position(circuit: KnowledgeCircuit, classes: torch.Tensor, dataset:
     """Image classes -> concept domain positions; -1 for images of a class that is no concept value.
 
     `value_classes[i]` is the data class of domain position i; by default value v is class v.
-    (`dataset` is kept for compatibility; images outside the domain are no longer an error.)"""
+    (`dataset` is accepted and unused; images outside the domain are not an error.)"""
     if value_classes is None:
         return circuit.concept_positions(classes)
     lookup = torch.full((max(int(classes.max()) if len(classes) else 0, max(value_classes)) + 1,), -1,
@@ -262,7 +261,7 @@ def build_task_data(config: TaskConfig, circuit: KnowledgeCircuit, data_root) ->
             raise ConfigError(f"{key}: must be at least {1 if key == 'data.val_examples' else 0}, got {value}",
                               source)
     dataset = config.data.dataset
-    data_path = resolve_data_path(config.data.path, config.source) if config.data.path else None
+    data_path = config.data.path  # resolved when the config was loaded
     loaded = {split: load_images(dataset, data_root, split, path=data_path) for split in ("train", "test")}
     num_classes = max(int(labels.max()) + 1 if len(labels) else 0 for _, labels in loaded.values())
     if dataset.strip().lower() in ("folder", "arrays"):

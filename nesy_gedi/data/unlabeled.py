@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..config import TaskConfig
+from ..config.schema import TaskConfig
 from ..errors import ConfigError, DataError
-from .files import resolve_data_path, resolve_data_root
+from .files import resolve_data_root
 from .images import class_names, load_images
 from .toy import TOY_DATASETS, make_toy
 
@@ -38,7 +38,7 @@ class PretrainData:
 def _source(config: TaskConfig, name: str, data_root: str | None, split: str) -> tuple[Tensor, Tensor]:
     root = "." if name.startswith("fake") else resolve_data_root(data_root or config.data.root)
     if name in ("folder", "arrays"):
-        return load_images(name, root, split, path=resolve_data_path(config.data.path, config.source))
+        return load_images(name, root, split, path=config.data.path)
     return load_images(name, root, split)
 
 

@@ -15,9 +15,11 @@ to Python's `eval`, and recursion depth is bounded so hostile input fails cleanl
 """
 from __future__ import annotations
 
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import LogicError
 
@@ -523,3 +525,35 @@ def parse_expression(text: str, path: str = "<string>") -> Node:
     node = parser.expression()
     parser.end_statement()
     return node
+
+
+# ----------------------------------------------------------------------------- reading a logic file
+MAX_LOGIC_FILE_BYTES = 1 << 20  # parsing and grounding take seconds per 100 KB of constraints
+
+
+def read_logic_file(path: str | Path) -> str:
+    """The text of a logic file; a missing, unreadable or oversized file raises LogicError(`path: message`).
+
+    The size is checked before anything is read, and the read itself stops one byte past
+    the limit: a file that grows meanwhile, or a device such as /dev/zero, is refused too.
+    """
+    path = str(path)
+    too_large = (f"the logic file is larger than {MAX_LOGIC_FILE_BYTES} bytes (the limit "
+                 f"nesy_gedi.logic.syntax.MAX_LOGIC_FILE_BYTES); split it or generate smaller tables")
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size > MAX_LOGIC_FILE_BYTES:
+                raise LogicError(too_large, path)
+            data = file.read(MAX_LOGIC_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise LogicError("logic file not found", path) from None
+    except IsADirectoryError:
+        raise LogicError("is a directory, not a logic file", path) from None
+    except OSError as error:
+        raise LogicError(f"cannot read the logic file: {error.strerror or error}", path) from None
+    if len(data) > MAX_LOGIC_FILE_BYTES:
+        raise LogicError(too_large, path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LogicError("logic file is not UTF-8 text", path) from None
