@@ -26,7 +26,7 @@ from .builders import TRAIN_KIND, build_circuit, build_perception
 from .circuit import KnowledgeCircuit
 from .clustering import energy_auroc, predict
 from .config import TaskConfig
-from .data.files import resolve_data_path, resolve_data_root
+from .data.files import resolve_data_root
 from .data.images import load_images, to_float
 from .data.tasks import TupleDataset, build_task_data
 from .errors import DataError, NesyError
@@ -126,7 +126,7 @@ def ood_images(config: TaskConfig, data_root, sample_shape: tuple) -> tuple[str 
         if name.startswith("fake"):
             images = load_images(name, ".", "test")[0]
         elif name in ("folder", "arrays"):
-            path = resolve_data_path(config.data.path, config.source) if config.data.path else None
+            path = Path(config.data.path) if config.data.path else None  # absolute since loading
             images = load_images(name, ".", "test", path=path)[0]
         else:
             images = load_images(name, resolve_data_root(data_root or config.data.root), "test",
