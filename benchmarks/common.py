@@ -89,6 +89,41 @@ def resolved_config(data: dict, source: str = "<stored config>") -> dict:
     return config_from_dict(data, source).to_dict()
 
 
+def _read_keys(values: dict, mode, prefix: str = "") -> dict:
+    """`values` without the keys that training mode `mode` does not read (nested sections)."""
+    kept = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if not mode.reads_key(name):
+            continue
+        kept[key] = _read_keys(value, mode, name + ".") if isinstance(value, dict) else value
+    return kept
+
+
+def same_run_config(run_dir: Path, config) -> bool:
+    """Whether the run stored in `run_dir` resolves to the configuration `config`, compared on
+    the keys its training mode reads: a key the mode ignores (a gedi setting of an `sl` run,
+    whose default the toolkit may change) does not make a finished run stale. With a
+    pretraining, the stored `model.init` is the one `train` filled in."""
+    import yaml
+
+    from nesy_gedi.config import MODES
+    from nesy_gedi.errors import NesyError
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return False
+    try:
+        stored = resolved_config(yaml.safe_load(path.read_text()), str(path))
+    except NesyError:
+        return False
+    wanted = yaml.safe_load(yaml.safe_dump(config.to_dict()))
+    if config.model.pretrain:
+        stored["model"]["init"] = wanted["model"]["init"]
+    mode = MODES[config.train.mode]
+    return _read_keys(stored, mode) == _read_keys(wanted, mode)
+
+
 def spread(values: list) -> dict | None:
     """{mean, std, n, values} of the numbers in `values` (None entries skipped), or None if
     there are none. std is the sample standard deviation (n - 1; 0 for a single value): every

@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine_info, render_table, resolved_config, spread, write_result  # noqa: E402
+from common import RESULTS, machine_info, render_table, same_run_config, spread, write_result  # noqa: E402
 from nesy_gedi import KnowledgeCircuit, compile_file, semantic_loss  # noqa: E402
 from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.models.backbones import build_backbone  # noqa: E402
@@ -132,25 +132,11 @@ def run_config(method: str, n: int, seed: int, args):
     return load_config(TASK, overrides)
 
 
-def _same_config(run_dir: Path, config) -> bool:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return False
-    try:
-        stored = resolved_config(yaml.safe_load(path.read_text()), str(path))
-    except NesyError:
-        return False
-    wanted = yaml.safe_load(yaml.safe_dump(config.to_dict()))
-    if config.model.pretrain:
-        stored["model"]["init"] = wanted["model"]["init"]  # filled in by train() from the store
-    return stored == wanted
-
-
 def run_one(method: str, n: int, seed: int, args) -> Path:
     """Train (or reuse, or resume) one run; returns its directory."""
     config = run_config(method, n, seed, args)
     run_dir = Path(args.runs_dir) / method / f"n{n}" / f"seed{seed}"
-    same = _same_config(run_dir, config)
+    same = same_run_config(run_dir, config)
     if same and (run_dir / FINAL).exists():
         return run_dir
     if run_dir.exists() and not same:
@@ -311,7 +297,7 @@ def _job(item: str) -> tuple[str, int, int]:
 def finished(method: str, n: int, seed: int, args) -> Path | None:
     """The run's directory when it finished with the configuration the grid asks for."""
     run_dir = Path(args.runs_dir) / method / f"n{n}" / f"seed{seed}"
-    return run_dir if (run_dir / FINAL).exists() and _same_config(run_dir, run_config(method, n, seed, args)) else None
+    return run_dir if (run_dir / FINAL).exists() and same_run_config(run_dir, run_config(method, n, seed, args)) else None
 
 
 def seeds_by_n(args) -> dict[int, range]:

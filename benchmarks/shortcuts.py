@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
 
 from nesy_gedi.config import TRAINING_MODES, load_config  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, resolved_config, spread  # noqa: E402
+from common import machine_info, same_run_config, spread  # noqa: E402
 from nesy_gedi.diagnose import DIAGNOSIS, diagnose_run  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.runs import CHECKPOINT, FINAL  # noqa: E402
@@ -209,22 +209,6 @@ def run_config(job: Job, args):
     return config
 
 
-def _same_config(run_dir: Path, config) -> bool:
-    """Whether the stored run resolved to the same configuration (see common.resolved_config);
-    with a pretraining, the stored `model.init` is the one `train` filled in."""
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return False
-    try:
-        stored = resolved_config(yaml.safe_load(path.read_text()), str(path))
-    except NesyError:
-        return False
-    wanted = yaml.safe_load(yaml.safe_dump(config.to_dict()))
-    if config.model.pretrain:
-        stored["model"]["init"] = wanted["model"]["init"]
-    return stored == wanted
-
-
 def backbone_of(run_dir: Path) -> dict | None:
     """The pretrained backbone a run started from (model.init) and its clustering figures."""
     init = load_config(run_dir / "config.yaml").model.init
@@ -244,7 +228,7 @@ def run_one(job: Job, args) -> dict:
     label = mode.replace(">", "") + (f"_{variant_name}" if variant_name else "") + (
         f"_K{concept_labels}" if concept_labels else "")
     run_dir = Path(args.runs_dir) / config.name / label / f"seed{seed}"
-    same = _same_config(run_dir, config)
+    same = same_run_config(run_dir, config)
     if same and not args.fresh and (run_dir / DIAGNOSIS).exists() and (run_dir / FINAL).exists():
         stored = json.loads((run_dir / DIAGNOSIS).read_text())
         if all(key in stored for key in ("permutation_shortcuts", "concept_map_is_permutation", "concept_nmi")):

@@ -87,10 +87,15 @@ def test_runs_with_a_pretraining_share_the_benchmark_store(tmp_path):
     stored = config.to_dict()
     stored["model"]["init"] = str(tmp_path / "runs" / "pretrained" / "gedi_mnist_nogen-0123")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
-    assert benchmark._same_config(run_dir, config)
+    assert benchmark.same_run_config(run_dir, config)
+    # A key the run's mode does not read (a gedi setting of an sl run) leaves it the same run.
+    assert config.train.mode == "sl"
+    stored["gedi"]["energy_magnitude"] = 0.0 if config.gedi.energy_magnitude else 0.1
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert benchmark.same_run_config(run_dir, config)
     stored["train"]["lr"] = 0.5
     (run_dir / "config.yaml").write_text(yaml.safe_dump(stored))
-    assert not benchmark._same_config(run_dir, config)
+    assert not benchmark.same_run_config(run_dir, config)
 
 
 @pytest.mark.mnist
