@@ -354,7 +354,8 @@ def main(argv=None) -> int:
     rows = summarise(runs, threads=1)
     result = {
         "benchmark": "long_addition",
-        "command": machine_info(args.device)["command"],
+        # What regenerates this file: the same grid, training what is missing.
+        "command": machine_info(args.device)["command"].replace(" --report-only", ""),
         "machine": {**machine_info(args.device), "torch_threads": 1, "workers": args.workers},
         "settings": {"task": str(TASK.relative_to(REPO)), "backbone": BACKBONE, "epochs": args.epochs,
                      "images_per_step": IMAGES_PER_STEP, "overrides": args.overrides},
