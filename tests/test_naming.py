@@ -23,6 +23,7 @@ from nesy_gedi.count_shortcuts import count_shortcuts_for_task
 from nesy_gedi.errors import NesyError
 from nesy_gedi.naming import (ClusterMap, ConceptDomains, NamingScorer, map_balance_loss, map_label_share,
                               near_shortcuts, search_naming, wrong_maps)
+from nesy_gedi.naming.search import _climb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +105,67 @@ def test_the_search_finds_the_brute_force_optimum_on_random_knowledge(tmp_path, 
         assert found.labels_explained == pytest.approx(best / len(clusters))
         assert found.method == ("exhaustive" if exhaustive else "em+local")
         assert found.runner_up_labels_explained <= found.labels_explained
+
+
+def test_stopping_at_unanimous_restarts_finds_the_full_search_optimum(tmp_path):
+    """The first restarts all ending at one naming end the search: on random knowledge it
+    finds what the full restart budget finds, and that is the brute-force optimum."""
+    stopped_early = 0
+    for case in range(20):
+        rng = random.Random(case)  # the knowledge of the brute-force test above, noisier clusters
+        text, function, names, size = _random_task(rng)
+        (tmp_path / str(case)).mkdir()
+        circuit = _circuit(tmp_path / str(case), text)
+        generator = np.random.default_rng(case)
+        concepts = generator.integers(0, size, size=(150, len(names)))
+        labels = np.array([[function(dict(zip(names, row)))] for row in concepts.tolist()])
+        clusters = generator.permutation(size)[concepts]
+        noisy = generator.random(clusters.shape) < 0.2
+        clusters[noisy] = generator.integers(0, size, size=int(noisy.sum()))
+        best = max(sum(function(dict(zip(names, row))) == label
+                       for row, label in zip(np.asarray(p)[clusters].tolist(), labels[:, 0]))
+                   for p in itertools.permutations(range(size)))
+        early = search_naming(circuit, clusters, labels, size, noise=0.0, exhaustive=False, seed=case)
+        full = search_naming(circuit, clusters, labels, size, noise=0.0, exhaustive=False, seed=case, unanimous=0)
+        assert full.restarts > 8  # eight restarts, then the kicks
+        assert early.labels_explained == full.labels_explained == pytest.approx(best / len(clusters)), text
+        assert early.restarts <= full.restarts
+        stopped_early += early.restarts < full.restarts
+    assert stopped_early >= 10
+
+
+def test_a_climb_that_reaches_an_earlier_climb_ends_where_that_one_ended():
+    circuit = _addition(2)
+    tuples, labels, _ = _planted(circuit, 1500, 0.05, seed=2)
+    scorer = NamingScorer(circuit, tuples, labels, 10)
+    modes = ("one-to-one",)
+    starts = [np.random.default_rng(seed).permutation(10)[None] for seed in range(4)]
+    alone = [_climb(scorer, start, modes) for start in starts]
+    climbed = {}
+    shared = [_climb(scorer, start, modes, climbed) for start in starts + starts]
+    for (naming, score), (again, again_score) in zip(alone + alone, shared):
+        assert np.array_equal(naming, again) and score == pytest.approx(again_score)
+    assert all(climbed[start.tobytes()][0] is not None for start in starts)
+
+
+def test_long_tuples_are_scored_through_a_memo_of_their_rows(tmp_path):
+    """20 positions of 10 values: too many tuples for integer keys; scores still match the
+    circuit evaluated row by row, and a second call evaluates nothing new."""
+    circuit = _circuit(tmp_path, "concept x[i in 0..19] : 0..9\nlabel y : 0..1\nconstraint y == (x[0] + x[19]) % 2\n")
+    rng = np.random.default_rng(0)
+    tuples = rng.integers(0, 10, size=(40, 20))
+    labels = ((tuples[:, 0] + tuples[:, 19]) % 2)[:, None]
+    scorer = NamingScorer(circuit, tuples, labels, 10, noise=0.1)
+    namings = np.stack([np.arange(10)[None], rng.permutation(10)[None], np.arange(10)[None]])
+    scores = scorer.example_scores(namings)
+    concepts = namings[:, 0][:, scorer.tuples]  # [S, E, P]
+    direct = np.stack([scorer._evaluate(named, scorer.label_ids, 0.1) for named in concepts])
+    assert scores == pytest.approx(direct)
+    assert np.isfinite(scores).all() and scores[0] == pytest.approx(scores[2])
+    evaluated = []
+    scorer._evaluate = lambda rows, ids, noise: evaluated.append(len(rows))  # noqa: E731
+    assert scorer.example_scores(namings[::-1]) == pytest.approx(scores[::-1])
+    assert evaluated == []
 
 
 def test_scores_match_a_hand_count_and_the_noisy_likelihood(tmp_path):
