@@ -65,7 +65,7 @@ from nesy_gedi.config import load_config  # noqa: E402
 from nesy_gedi.models.backbones import build_backbone  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
 from nesy_gedi.metrics import all_right_probability  # noqa: E402
-from nesy_gedi.runs import CHECKPOINT, FINAL, read_metrics  # noqa: E402
+from nesy_gedi.runs import CHECKPOINT, FINAL, load_run_config, read_metrics  # noqa: E402
 from nesy_gedi.train import train  # noqa: E402
 
 TASK = REPO / "tasks" / "mnist_addition_n15.yaml"
@@ -147,7 +147,7 @@ def run_one(method: str, n: int, seed: int, args) -> Path:
 
 def backbone_record(run_dir: Path) -> dict | None:
     """The label-free backbone a run started from: its clustering figures and pretraining minutes."""
-    init = load_config(run_dir / "config.yaml").model.init
+    init = load_run_config(run_dir).model.init
     if not init or not (Path(init) / FINAL).exists():
         return None
     final = json.loads((Path(init) / FINAL).read_text())

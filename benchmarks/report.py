@@ -109,8 +109,12 @@ def long_addition_rows(data: dict | None, sources: dict) -> list[list[str]]:
     for n in sorted(by_n):
         ceiling = next((row for row in by_n[n] if row["method"] == SUPERVISED), None)
         for row in [row for row in by_n[n] if row["method"] != SUPERVISED] or [ceiling]:
-            ours = (f"{stat(row['sum_accuracy'])} ({count(row['seeds'])} seeds, {row['epochs']} epochs, "
-                    f"{row['minutes']['mean']:.1f} min; digits {stat(row['digit_accuracy'], digits=2)}")
+            seeds = count(row["seeds"])
+            backbone = row.get("backbone_minutes")
+            minutes = f"{row['minutes']['mean']:.1f} min" + (
+                f" + {backbone['mean']:.0f} min label-free backbone" if backbone else "")
+            ours = (f"{stat(row['sum_accuracy'])} ({seeds} seed{'s' if seeds != 1 else ''}, {row['epochs']} epochs, "
+                    f"{minutes}; digits {stat(row['digit_accuracy'], digits=2)}")
             expected = row.get("expected_sum_accuracy")
             if expected:
                 ours += (f"; expected from its digits {100 * expected['mean']:.1f} "

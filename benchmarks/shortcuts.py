@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, same_run_config, spread  # noqa: E402
 from nesy_gedi.diagnose import DIAGNOSIS, diagnose_run  # noqa: E402
 from nesy_gedi.errors import NesyError  # noqa: E402
-from nesy_gedi.runs import CHECKPOINT, FINAL  # noqa: E402
+from nesy_gedi.runs import CHECKPOINT, FINAL, load_run_config  # noqa: E402
 from nesy_gedi.train import train  # noqa: E402
 
 TASKS = {
@@ -211,7 +211,7 @@ def run_config(job: Job, args):
 
 def backbone_of(run_dir: Path) -> dict | None:
     """The pretrained backbone a run started from (model.init) and its clustering figures."""
-    init = load_config(run_dir / "config.yaml").model.init
+    init = load_run_config(run_dir).model.init
     final = Path(init) / FINAL if init else None
     if final is None or not final.exists():
         return None
