@@ -49,7 +49,7 @@ from tqdm import tqdm
 from . import distributed
 from .config.schema import TaskConfig
 from .errors import NesyError
-from .guards import COLLAPSE_SIGNALS, DivergenceGuard, NonFiniteGuard, Signal, is_number
+from .guards import COLLAPSE_SIGNALS, DivergenceGuard, NonFiniteGuard, Signal, is_number, stability_advice
 from .optim import build_optimizer, learning_rate_schedule
 from .runs import (BEST, CHECKPOINT, CHECKPOINT_FORMAT, FINAL, RunLock, atomic_write, check_new_run, check_resume,
                    is_evaluation_epoch, load_checkpoint, load_weights, read_metrics, save_checkpoint,
@@ -369,7 +369,7 @@ def _roll_back(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, 
         if stopping:
             run.log(f"epoch {diverged_epoch} diverged ({reason}): rolled back to {where}; stopping after "
                     f"{divergence.max_rollbacks} retries (train.max_rollbacks), the run ends at {where}; "
-                    f"{_stability_advice(job.recover is not None)}")
+                    f"{stability_advice(job.recover is not None)}")
         else:
             run.log(f"epoch {diverged_epoch} diverged ({reason}): rolled back to {where}, learning rate "
                     f"x{ROLLBACK_LR_FACTOR:g} (now {lr:.3g})")

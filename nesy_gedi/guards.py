@@ -87,11 +87,11 @@ class NonFiniteGuard:
             after = (f" after {self.max_recoveries} recoveries (train.max_nonfinite_recoveries)"
                      if self.max_recoveries else "")
             raise NesyError(f"training stopped: non-finite values at epoch {epoch}, step {step} ({reason})"
-                            f"{after}{where}; {_stability_advice(self.recover_fn is not None)}")
+                            f"{after}{where}; {stability_advice(self.recover_fn is not None)}")
         self.recover_fn(generator)
 
 
-def _stability_advice(samples_energies: bool) -> str:
+def stability_advice(samples_energies: bool) -> str:
     """What to try when training is unstable; a job with an SGLD sampler has more knobs."""
     if samples_energies:
         return "try a smaller gedi.sgld.step_size, a lower train.lr or gedi.energy_magnitude > 0"
