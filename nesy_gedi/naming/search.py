@@ -36,6 +36,7 @@ SEARCH_POSITIONS = 16000
 MIN_SEARCH_EXAMPLES = 100
 RESTARTS_TO_AGREE = 2
 UNANIMOUS_RESTARTS = 3
+UNANIMOUS_EXPLAINED = 0.5
 EXTRA_RESTART_FACTOR = 3
 # Single moves the local search scores exactly per step, the most promising by first-order gain.
 GUIDED_MOVES = 8
@@ -299,7 +300,8 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
     None; fewer for long tuples, SEARCH_POSITIONS concept positions): a few thousand pin a
     naming, and the search's cost grows with them; the naming found and its runner-up are then
     scored on every example. The search stops as soon as its first `unanimous` restarts all
-    end at one naming (0: never early); otherwise after `restarts`, or later (up to three
+    end at one naming that explains at least half of the labels it searched on (0: never
+    early); otherwise after `restarts`, or later (up to three
     times as many) until two agree on the best naming. `restarts_agreeing` of `restarts`
     reports which rule ended it.
     """
@@ -333,14 +335,17 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
         finals, climbed = [], {}
         # EM lands in the best basin from some starts only (long additions: about one in three;
         # the others end at v -> v+5 or worse): run `restarts`, then more until two agree.
-        # Where the first `unanimous` restarts all end at one naming, the basins are few and
-        # that one draws the starts: the search stops there.
+        # Where the first `unanimous` restarts all end at one naming that explains most labels,
+        # the basins are few and that one draws the starts: the search stops there. Where no
+        # naming explains most labels (long noisy tuples), a wrong basin (v -> v+5) can draw
+        # most starts, so the full budget runs.
         while len(finals) < EXTRA_RESTART_FACTOR * max(restarts, 1):
             start = _em(searcher, modes, generator, em_iterations)
             finals.append(_climb(searcher, start, modes, climbed))
             leader = max(finals, key=lambda final: final[1])[0]
             agreeing = sum(np.array_equal(leader, n) for n, _ in finals)
-            if unanimous and len(finals) >= unanimous and agreeing == len(finals):
+            if (unanimous and len(finals) >= unanimous and agreeing == len(finals)
+                    and searcher.explained(leader[None])[0] >= UNANIMOUS_EXPLAINED * searcher.total):
                 break
             if len(finals) >= restarts and agreeing >= RESTARTS_TO_AGREE:
                 break
