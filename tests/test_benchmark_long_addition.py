@@ -2,27 +2,15 @@
 expected sum accuracy computed from the runs' own digit errors, and runs reused on a rerun."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_modules import load_benchmark
 from nesy_gedi.metrics import all_right_probability
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("long_addition_benchmark", REPO / "benchmarks" / "long_addition.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_benchmark()
+benchmark = load_benchmark("long_addition")
 
 
 def test_batch_keeps_about_480_images_per_step():

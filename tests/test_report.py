@@ -3,28 +3,20 @@ results and the templates give, every figure matches its result file, and the lo
 rows render beside the published peers (from a fixture, whether or not the real file exists)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
+
+from benchmark_modules import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "long_addition.json"
 
 
-def _load_report():
-    spec = importlib.util.spec_from_file_location("report_benchmark", REPO / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+report = load_benchmark("report")
 
 
 def _readme_row(text: str, task: str) -> list[str]:
