@@ -89,17 +89,6 @@ def resolved_config(data: dict, source: str = "<stored config>") -> dict:
     return config_from_dict(data, source).to_dict()
 
 
-def _read_keys(values: dict, mode, prefix: str = "") -> dict:
-    """`values` without the keys that training mode `mode` does not read (nested sections)."""
-    kept = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if not mode.reads_key(name):
-            continue
-        kept[key] = _read_keys(value, mode, name + ".") if isinstance(value, dict) else value
-    return kept
-
-
 def same_run_config(run_dir: Path, config) -> bool:
     """Whether the run stored in `run_dir` resolves to the configuration `config`, compared on
     the keys its training mode reads: a key the mode ignores (a gedi setting of an `sl` run,
@@ -107,7 +96,7 @@ def same_run_config(run_dir: Path, config) -> bool:
     pretraining, the stored `model.init` is the one `train` filled in."""
     import yaml
 
-    from nesy_gedi.config import MODES
+    from nesy_gedi.config import keys_read
     from nesy_gedi.errors import NesyError
 
     path = Path(run_dir) / "config.yaml"
@@ -120,8 +109,7 @@ def same_run_config(run_dir: Path, config) -> bool:
     wanted = yaml.safe_load(yaml.safe_dump(config.to_dict()))
     if config.model.pretrain:
         stored["model"]["init"] = wanted["model"]["init"]
-    mode = MODES[config.train.mode]
-    return _read_keys(stored, mode) == _read_keys(wanted, mode)
+    return keys_read(stored, pretrain=False) == keys_read(wanted, pretrain=False)
 
 
 def spread(values: list) -> dict | None:

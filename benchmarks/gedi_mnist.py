@@ -38,6 +38,8 @@ from common import machine_info, mean_std, merge_results, merged_machine, render
 METHODS = ("gedi", "no-gen", "jem")
 CURVE_KEYS = ("epoch", "cluster_accuracy", "nmi", "ood_auroc")
 TABLE = (  # key, header, format
+    ("val_cluster_accuracy", "val acc", "{:.3f}"),
+    ("val_ood_auroc", "val AUROC", "{:.3f}"),
     ("cluster_accuracy", "acc", "{:.3f}"),
     ("nmi", "NMI", "{:.3f}"),
     ("ari", "ARI", "{:.3f}"),
@@ -46,6 +48,7 @@ TABLE = (  # key, header, format
     ("largest_cluster", "largest", "{:.2f}"),
     ("seconds_per_epoch", "s/epoch", "{:.1f}"),
     ("nonfinite_recoveries", "NaN recov.", "{:.1f}"),
+    ("rollbacks", "rollbacks", "{:.1f}"),
 )
 
 
@@ -127,7 +130,7 @@ def format_table(summary: dict) -> str:
             s = stats.get(key)
             if s is None:
                 cells.append("-")
-            elif len(s["values"]) > 1 and key not in ("seconds_per_epoch", "nonfinite_recoveries"):
+            elif len(s["values"]) > 1 and key not in ("seconds_per_epoch", "nonfinite_recoveries", "rollbacks"):
                 cells.append(f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}")
             else:
                 cells.append(fmt.format(s["mean"]))

@@ -18,8 +18,8 @@ the objective state to checkpoint with it, and `loss(rows, generator, epoch) -> 
        the final model is worse than the run's best epoch
 
 Everything that changes during training (weights, Adam and schedule state, the replay
-buffer, the recovery and rollback counts, the guards' references, torch's RNG state) is in
-the checkpoint, and everything else is drawn from generators seeded by (seed, epoch), so a
+buffer, the recovery and rollback counts, the guards' references, torch's RNG state, the weight
+average of train.ema_decay) is in the checkpoint, and everything else is drawn from generators seeded by (seed, epoch), so a
 run killed at any point and resumed with `--resume` ends with the metrics of an
 uninterrupted run. A rollback restores the last good epoch's checkpoint from memory, so it
 is the state a resume would start from.
@@ -44,6 +44,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import distributed
@@ -181,6 +182,27 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
     return max(1, count // max(1, min(batch_size, count)))
 
 
+def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights and buffers (None when `decay` is None)."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: nn.Module, average: AveragedModel | None):
+    """`model` holds the averaged weights inside the block and its own again after it."""
+    if average is None or int(average.n_averaged) == 0:
+        yield
+        return
+    own = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    model.load_state_dict(average.module.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
+
+
 def _gradients_finite(parameters: list[nn.Parameter]) -> bool:
     norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
     return bool(torch.isfinite(torch.stack(norms).sum())) if norms else True
@@ -218,17 +240,20 @@ def fit(run: Run, job: Job) -> dict:
     scheduler = learning_rate_schedule(optimizer, config, steps, constant_epochs=job.constant_epochs)
     guard = NonFiniteGuard(run.run_dir, config.train.max_nonfinite_recoveries, job.recover)
     divergence = DivergenceGuard(job.signals, config.train.max_rollbacks)
+    average = weight_average(job.model, config.train.ema_decay)
     tracker = run.tracker
     start_epoch, seconds, best = 0, [], None
     checkpoint = load_checkpoint(run_dir, map_location=run.device) if run.resume else None
     if checkpoint is not None:
-        start_epoch, seconds, best = _restore(checkpoint, run, job, optimizer, scheduler, guard, divergence)
+        start_epoch, seconds, best = _restore(checkpoint, run, job, average, optimizer, scheduler, guard,
+                                              divergence)
         run.log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
     if run.resume and run.is_main:  # drop records of epochs after the checkpoint
         truncate_metrics(run_dir, start_epoch)
     guard.last_good_epoch = epoch = start_epoch
     # Every rank keeps its own last good state in memory, as a checkpoint: a rollback is a resume.
-    last_good = _serialise(_checkpoint(run, job, optimizer, scheduler, guard, divergence, epoch, seconds, best))
+    last_good = _serialise(_checkpoint(run, job, average, optimizer, scheduler, guard, divergence, epoch, seconds,
+                                       best))
     stopped_early = None
 
     # ---------------------------------------------------------------- 2. epochs
@@ -270,6 +295,8 @@ def fit(run: Run, job: Job) -> dict:
                 torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update_parameters(job.model)
             done += 1
             if first_step is None:
                 first_step = {key: float(value.detach()) for key, value in terms.items()}
@@ -291,11 +318,12 @@ def fit(run: Run, job: Job) -> dict:
                       "nonfinite_recoveries": guard.count, "rollbacks": divergence.rollbacks}
             if is_evaluation_epoch(attempt, total_epochs, config.train.eval_every):
                 job.model.eval()
-                record.update(job.evaluate())
+                with averaged_weights(job.model, average):
+                    record.update(job.evaluate())
                 job.model.train()
             diverged = divergence.verdict(record, first_step or {})
         if not distributed.all_agree(diverged is None, dist):
-            seconds, best = _roll_back(run, job, optimizer, scheduler, guard, divergence, last_good,
+            seconds, best = _roll_back(run, job, average, optimizer, scheduler, guard, divergence, last_good,
                                        diverged_epoch=attempt, reason=diverged)
             if divergence.exhausted:
                 stopped_early = "diverged"
@@ -304,7 +332,7 @@ def fit(run: Run, job: Job) -> dict:
         if run.is_main:
             divergence.accept(record)
             tracker.log(record)
-        state = _checkpoint(run, job, optimizer, scheduler, guard, divergence, epoch, seconds, best)
+        state = _checkpoint(run, job, average, optimizer, scheduler, guard, divergence, epoch, seconds, best)
         if run.is_main:
             score = record.get(job.selection_metric)
             if config.train.keep_best and isinstance(score, (int, float)) and (best is None or score > best):
@@ -320,6 +348,8 @@ def fit(run: Run, job: Job) -> dict:
 
     # ---------------------------------------------------------------- 4. final report
     final = {}
+    if average is not None and int(average.n_averaged):  # the run's model is now the average, as checkpoint.pt's
+        job.model.load_state_dict(average.module.state_dict())
     if run.is_main:
         job.model.eval()
         records = read_metrics(run_dir)
@@ -342,7 +372,7 @@ def fit(run: Run, job: Job) -> dict:
     return final
 
 
-def _roll_back(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
+def _roll_back(run: Run, job: Job, average: AveragedModel | None, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
                last_good: bytes, *, diverged_epoch: int, reason: str | None) -> tuple[list, float | None]:
     """Restore the last good epoch's state (weights, objective state, optimiser, schedule, RNG)
     after `diverged_epoch` diverged, keeping the counts of what happened since; the retry runs at
@@ -352,8 +382,8 @@ def _roll_back(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, 
     divergence.diverged_epochs.append(diverged_epoch)
     counts_since = (divergence.rollbacks, list(divergence.diverged_epochs), guard.count)
     diverged_scale = divergence.lr_scale
-    restored_epoch, seconds, best = _restore(_deserialise(last_good, run.device), run, job, optimizer, scheduler,
-                                             guard, divergence)
+    restored_epoch, seconds, best = _restore(_deserialise(last_good, run.device), run, job, average, optimizer,
+                                             scheduler, guard, divergence)
     divergence.rollbacks, divergence.diverged_epochs, guard.count = counts_since
     stopping = divergence.exhausted
     if not stopping:  # the restored rates are the last good epoch's; the retry goes below the diverged ones
@@ -428,23 +458,31 @@ def _deserialise(blob: bytes, device: torch.device) -> dict:
     return torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
 
 
-def _checkpoint(run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
-                epoch: int, seconds: list, best: float | None) -> dict:
+def _checkpoint(run: Run, job: Job, average: AveragedModel | None, optimizer, scheduler, guard: NonFiniteGuard,
+                divergence: DivergenceGuard, epoch: int, seconds: list, best: float | None) -> dict:
+    # "weights" is the model that evaluation sees (and `evaluate`, `model.init` load): the average
+    # when train.ema_decay is set, the trained weights beside it only to resume from
+    averaging = {} if average is None else {"training_weights": job.model.state_dict(),
+                                            "average_updates": int(average.n_averaged)}
     return {"kind": run.kind, "format": CHECKPOINT_FORMAT, "epoch": epoch,
-            "weights": job.model.state_dict(),
+            "weights": (job.model if average is None else average.module).state_dict(), **averaging,
             "state": job.state.state_dict() if job.state is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": _rng_state(), "seconds": list(seconds), "nonfinite_recoveries": guard.count,
             "divergence": divergence.state_dict(), "best": best, "config": run.config.to_dict()}
 
 
-def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: NonFiniteGuard,
-             divergence: DivergenceGuard) -> tuple:
+def _restore(checkpoint: dict, run: Run, job: Job, average: AveragedModel | None, optimizer, scheduler,
+             guard: NonFiniteGuard, divergence: DivergenceGuard) -> tuple:
     path = run.run_dir / CHECKPOINT
     if checkpoint.get("kind") != run.kind or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise NesyError(f"not a {run.kind} checkpoint of this version (kind {checkpoint.get('kind')!r}, format "
                         f"{checkpoint.get('format')!r}); start a new run with another --out", str(path))
-    load_weights(job.model, checkpoint.get("weights"), path)
+    if average is None:
+        load_weights(job.model, checkpoint.get("weights"), path)
+    else:
+        load_weights(job.model, checkpoint.get("training_weights"), path)
+        load_weights(average.module, checkpoint.get("weights"), path)
     try:
         if job.state is not None:
             job.state.load_state_dict(checkpoint["state"])
@@ -457,6 +495,8 @@ def _restore(checkpoint: dict, run: Run, job: Job, optimizer, scheduler, guard: 
         scheduler.load_state_dict(checkpoint["scheduler"])
         epoch, seconds = int(checkpoint["epoch"]), [float(s) for s in checkpoint["seconds"]]
         guard.count = int(checkpoint.get("nonfinite_recoveries", 0))
+        if average is not None:
+            average.n_averaged.fill_(int(checkpoint["average_updates"]))
         divergence.load_state_dict(checkpoint.get("divergence"))
         _restore_rng(checkpoint.get("rng"))
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from .config.load import config_from_dict, upgrade_run_config
-from .config.schema import TaskConfig
+from .config.schema import TaskConfig, keys_read
 from .data.files import file_sha256
 from .errors import NesyError
 
@@ -268,9 +268,10 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def config_differences(recorded: dict, requested: dict) -> list[str]:
-    """`key: recorded -> requested` for every key whose value would change what the run computes."""
+    """`key: recorded -> requested` for every key whose value would change what the run computes.
+    A key only one side holds is one that side's method never reads: the method's own change says it."""
     old, new = _flatten(recorded), _flatten(requested)
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) & set(new))
             if key not in RESUMABLE_DIFFERENCES and old.get(key) != new.get(key)]
 
 
@@ -282,7 +283,9 @@ def check_resume(run_dir: Path, config: TaskConfig, kind: str) -> None:
     manifest = read_manifest(run_dir)
     if manifest.get("kind", kind) != kind:
         raise NesyError(f"cannot resume: this is a {manifest.get('kind')} run, not a {kind} run", str(run_dir))
-    differences = config_differences(recorded.to_dict(), recorded_config(config))
+    pretrain = kind != TRAIN_KIND  # compared on the keys the run reads: an ignored key's default may change
+    differences = config_differences(keys_read(recorded.to_dict(), pretrain=pretrain),
+                                     keys_read(recorded_config(config), pretrain=pretrain))
     if differences:
         raise NesyError("cannot resume with a different config (" + "; ".join(differences[:6]) + "); resume "
                         "with the run's own settings, or start a new run with another --out", str(run_dir))

@@ -430,6 +430,32 @@ def test_resume_compares_data_path_as_recorded(tmp_path, monkeypatch):
                      "train")
 
 
+@pytest.mark.parametrize("kind, task, base, changed, refused", [
+    # a no-gen pretraining has no energy term: a changed default of its weight is not a new run
+    ("pretrain", MOONS, ["gedi.method=no-gen"], ["gedi.method=no-gen", "gedi.energy_magnitude=0.3",
+                                                 "gedi.sgld.steps=3"], None),
+    ("pretrain", MOONS, ["gedi.method=gedi"], ["gedi.method=gedi", "gedi.energy_magnitude=0.3"],
+     "gedi.energy_magnitude: 0.1 -> 0.3"),
+    ("pretrain", MOONS, ["gedi.method=no-gen"], ["gedi.method=gedi"], "gedi.method: 'no-gen' -> 'gedi'"),
+    # an sl run reads no gedi key; sl+gedi with no-gen reads the invariance but not the sampler
+    ("train", ADDITION, [], ["modes={sl: {gedi: {energy_magnitude: 0.3}}}"], None),
+    ("train", ADDITION, ["train.mode=sl+gedi", "gedi.method=no-gen"],
+     ["train.mode=sl+gedi", "gedi.method=no-gen", "gedi.sgld.steps=3"], None),
+    ("train", ADDITION, ["train.mode=sl+gedi", "gedi.method=no-gen"],
+     ["train.mode=sl+gedi", "gedi.method=no-gen", "gedi.invariance=2"], "gedi.invariance: 1.0 -> 2.0"),
+], ids=["no-gen-ignores-energy", "gedi-reads-energy", "method", "sl-ignores-gedi", "no-gen-ignores-sgld",
+        "no-gen-reads-invariance"])
+def test_resume_compares_only_the_keys_the_run_reads(kind, task, base, changed, refused, tmp_path):
+    run_dir = tmp_path / "run"
+    start_run_dir(run_dir, load_config(task, base), kind, resume=False)
+    later = load_config(task, changed)
+    if refused is None:
+        check_resume(run_dir, later, kind)
+    else:
+        with pytest.raises(NesyError, match="cannot resume with a different config \\(" + refused.replace("(", "\\(")):
+            check_resume(run_dir, later, kind)
+
+
 def _wrong_shape(run_dir: Path, pretrain_run: Path) -> tuple[str, ...]:
     checkpoint = _checkpoint(run_dir)
     checkpoint["weights"]["backbone.classifier.0.weight"] = torch.zeros(120, 255)

@@ -16,6 +16,7 @@ from nesy_gedi.errors import NesyError
 from nesy_gedi.naming import ClusterMap
 from nesy_gedi.runs import BEST, CHECKPOINT, FINAL, load_checkpoint, load_weights, read_metrics
 from nesy_gedi.pretrain import _without_defaults, pretraining_fields, pretraining_key
+from nesy_gedi.evaluate import evaluate_run
 from nesy_gedi.train import train
 from killing import kill_at_batch
 
@@ -28,7 +29,7 @@ TINY = ["data.train_examples=64", "data.test_examples=40", "data.val_examples=20
 TINY_GEDI = ["gedi.sgld.steps=2", "gedi.sgld.buffer_size=64"]  # only the self-supervised modes read gedi.*
 MODES = ([[f"train.mode={mode}"] + (TINY_GEDI if mode in SELF_SUPERVISED_MODES else [])
           + (["gedi.pretrain_epochs=1"] if mode == "gedi->sl" else []) for mode in TRAINING_MODES]
-         + [["train.concept_labels=1"]])
+         + [["train.concept_labels=1"], ["train.ema_decay=0.9"]])
 
 
 def _epochs(run_dir: Path) -> list:
@@ -96,6 +97,34 @@ def test_a_nonfinite_loss_without_recovery_stops_with_the_last_good_checkpoint(m
     assert load_checkpoint(tmp_path)["epoch"] == 1
     [event] = [r for r in read_metrics(tmp_path) if r.get("event") == "nonfinite"]
     assert event["action"] == "stop" and event["epoch"] == 2 and event["step"] == 2
+
+
+def test_the_weight_average_is_the_exponential_moving_average_of_the_steps():
+    model = torch.nn.Linear(2, 1)
+    average = engine.weight_average(model, 0.75)
+    expected = None
+    for value in (1.0, 3.0, -2.0, 5.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update_parameters(model)
+        expected = value if expected is None else 0.75 * expected + 0.25 * value
+    assert torch.allclose(average.module.weight, torch.full((1, 2), expected))
+    with engine.averaged_weights(model, average):
+        assert torch.allclose(model.weight, torch.full((1, 2), expected))
+    assert torch.equal(model.weight, torch.full((1, 2), 5.0))  # its own weights again
+    assert engine.weight_average(model, None) is None
+
+
+@pytest.mark.mnist
+def test_with_ema_decay_evaluation_and_the_saved_model_are_the_average(mnist_root, tmp_path):
+    final = train(load_config(ADDITION, TINY + ["train.ema_decay=0.5"]), tmp_path, data_root=str(mnist_root))
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint["average_updates"] == 8  # two epochs of four steps
+    trained, averaged = checkpoint["training_weights"], checkpoint["weights"]
+    assert any(not torch.equal(trained[k], averaged[k]) for k in trained)
+    again = evaluate_run(tmp_path, data_root=str(mnist_root))  # `evaluate` loads "weights": the average
+    assert again["test_label_accuracy"] == final["test_label_accuracy"]
+    assert again["test_concept_accuracy"] == final["test_concept_accuracy"]
 
 
 def test_steps_per_epoch_drops_only_an_incomplete_last_batch():

@@ -302,7 +302,7 @@ def test_near_shortcut_shares_match_brute_force(tmp_path):
 def test_near_shortcuts_work_where_the_concept_space_cannot_be_counted():
     circuit = _addition(15)  # 10**30 concept tuples
     rng = np.random.default_rng(0)
-    digits = rng.integers(0, 10, size=(400, 30))
+    digits = rng.integers(0, 10, size=(200, 30))
     labels, _ = circuit.deduce_labels(torch.as_tensor(digits))
     result = near_shortcuts(circuit, digits, labels.numpy(), top=3)
     assert result["identity_label_share"] == 1.0 and result["maps_scored"] == 90 + 45 + 240

@@ -15,12 +15,12 @@ from .paths import PATH_KEYS, resolve_task_path
 from .reader import MAX_INT_DIGITS, MAX_NESTING, MAX_TASK_FILE_BYTES
 from .schema import (MODES, SELF_SUPERVISED_METHODS, SELF_SUPERVISED_MODES, TEMPERATURE_SCOPES, TRAINING_MODES,
                      CircuitConfig, DataConfig, GediConfig, LogicConfig, MapConfig, ModelConfig, SGLDConfig,
-                     SupportConfig, TaskConfig, TrainConfig, TrainingMode)
+                     SupportConfig, TaskConfig, TrainConfig, TrainingMode, keys_read)
 
 __all__ = [
     "MAX_INT_DIGITS", "MAX_NESTING", "MAX_TASK_FILE_BYTES", "MODES", "PATH_KEYS", "SELF_SUPERVISED_METHODS",
     "SELF_SUPERVISED_MODES", "TEMPERATURE_SCOPES", "TRAINING_MODES", "CircuitConfig", "DataConfig", "GediConfig",
     "LogicConfig", "MapConfig", "ModelConfig", "SGLDConfig", "SupportConfig", "TaskConfig", "TrainConfig",
     "TrainingMode", "apply_overrides", "config_from_dict", "load_config", "parse_overrides", "resolve_task_path",
-    "save_config", "upgrade_run_config",
+    "keys_read", "save_config", "upgrade_run_config",
 ]

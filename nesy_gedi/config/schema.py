@@ -126,6 +126,9 @@ class TrainConfig:
     max_nonfinite_recoveries: int = 3
     max_rollbacks: int = 3  # diverged or collapsed epochs retried at half the learning rate; one more ends the run
     max_grad_norm: typing.Optional[float] = None  # clip the global gradient norm (None: off)
+    # exponential moving average of the weights (e.g. 0.999 per step); evaluation and the saved
+    # model use the average (None: off)
+    ema_decay: typing.Optional[float] = None
     progress: bool = True
     num_threads: typing.Optional[int] = None  # torch CPU threads; None keeps torch's default
 
@@ -221,3 +224,43 @@ TRAINING_MODES = tuple(MODES)
 MODES_SECTION = "modes"
 PRETRAIN_MODE = "pretrain"  # the modes: entry of `nesy-gedi pretrain`, which reads the whole gedi section
 SELF_SUPERVISED_MODES = tuple(name for name, mode in MODES.items() if mode.self_supervised)
+
+PRETRAIN_IGNORES = ("gedi.pretrain_epochs", "train.entropy_weight")  # mode keys `pretrain` never reads
+VALUE_DICTS = ("params", "options", "augment_options")  # dict-valued keys (one value, not a section)
+# The gedi keys a self-supervised method never reads (its objective lacks the term).
+_SAMPLER_KEYS = ("gedi.generative", "gedi.energy_magnitude", "gedi.sgld")
+METHOD_IGNORES = {
+    "gedi": ("gedi.swav_temperature", "gedi.swav_epsilon"),
+    "no-gen": _SAMPLER_KEYS + ("gedi.swav_temperature", "gedi.swav_epsilon"),
+    "jem": ("gedi.invariance", "gedi.prior", "gedi.swav_temperature", "gedi.swav_epsilon"),
+    "swav": _SAMPLER_KEYS,
+    "barlow": _SAMPLER_KEYS + ("gedi.swav_temperature", "gedi.swav_epsilon"),
+}
+
+
+def keys_read(values: dict, *, pretrain: bool) -> dict:
+    """A config as a dict (`TaskConfig.to_dict()`) without the keys its run never reads: those of
+    other training modes (a `train` run; a pretrain run reads the gedi section, not the modes'
+    keys) and the gedi keys its `gedi.method` lacks. Two configs that agree here train the same
+    run, whatever the defaults of the ignored keys became since."""
+    mode = MODES.get(values.get("train", {}).get("mode"))
+    method = values.get("gedi", {}).get("method")
+    ignored = METHOD_IGNORES.get(method, ())
+
+    def reads(key: str) -> bool:
+        if any(key == entry or key.startswith(entry + ".") for entry in ignored):
+            return False
+        if pretrain:
+            return not any(key == entry or key.startswith(entry + ".") for entry in PRETRAIN_IGNORES)
+        return mode is None or mode.reads_key(key)
+
+    def kept(section: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in section.items():
+            name = f"{prefix}{key}"
+            if reads(name):
+                nested = isinstance(value, dict) and key not in VALUE_DICTS
+                out[key] = kept(value, name + ".") if nested else value
+        return out
+
+    return kept(values, "")

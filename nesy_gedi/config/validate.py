@@ -171,14 +171,17 @@ class _Range(typing.NamedTuple):
     high: float | None = None
     open_low: bool = False  # low itself excluded
     hint: str = ""
+    open_high: bool = False  # high itself excluded
 
     def admits(self, value) -> bool:
         if value < self.low or (self.open_low and value == self.low):
             return False
-        return self.high is None or value <= self.high
+        return self.high is None or value < self.high or (value == self.high and not self.open_high)
 
     def describe(self) -> str:
-        if self.high is not None:
+        if self.high is not None and self.open_low and self.open_high:
+            text = f"must be strictly between {self.low:g} and {self.high:g}"
+        elif self.high is not None:
             text = f"must be between {self.low:g} and {self.high:g}" if isinstance(self.low, float) \
                 else f"must be between {self.low} and {self.high}"
         elif self.open_low:
@@ -222,6 +225,7 @@ _RANGES: dict[str, _Range] = {
     "train.max_nonfinite_recoveries": _NON_NEGATIVE,
     "train.max_rollbacks": _NON_NEGATIVE,
     "train.max_grad_norm": _POSITIVE,
+    "train.ema_decay": _Range(0.0, 1.0, open_low=True, open_high=True, hint="null: no averaging"),
     "train.num_threads": _Range(1, hint="null keeps torch's default"),
     "gedi.generative": _NON_NEGATIVE,
     "gedi.invariance": _NON_NEGATIVE,
