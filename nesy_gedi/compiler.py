@@ -306,10 +306,9 @@ def _table_sdd(manager: SddManager, literal_columns: list, rows: np.ndarray, on_
         if on_progress is not None and len(memo) % 256 == 255:
             on_progress()
         result = manager.false()
-        for position in range(sizes[column]):
-            part = sub[position]
-            if part.any():
-                result = result | (terms[column][position] & build(column + 1, part))
+        occupied = sub.reshape(sizes[column], -1).any(axis=1)  # one pass, not one per value
+        for position in np.flatnonzero(occupied).tolist():
+            result = result | (terms[column][position] & build(column + 1, sub[position]))
         memo[key] = result
         return result
 
