@@ -82,21 +82,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(target: list, args: list, mnist_root: Path, tmp_path: Path, extra_env=None):
-    """Two processes on the loopback interface, CPU only (gloo), with a timeout."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *target, *args]
-    env = dict(os.environ, NESY_GEDI_DATA=str(mnist_root), NESY_GEDI_CACHE=str(tmp_path / "circuits"),
-               CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", **(extra_env or {}))
-    try:
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun did not finish in {TIMEOUT} s: {' '.join(command)}\n"
-                    f"{(error.stdout or '')[-2000:]}\n{(error.stderr or '')[-2000:]}")
-    assert result.returncode == 0, f"rc {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 def cli_args(out: Path) -> list:
     args = ["train", str(ADDITION), "--out", str(out)]
     for item in TINY:
@@ -112,7 +97,14 @@ def perception_parameters(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_two_gloo_processes_train_like_one_process_with_twice_the_batch(mnist_root, tmp_path):
     out = tmp_path / "ddp"
-    result = torchrun(["-m", "nesy_gedi"], cli_args(out), mnist_root, tmp_path)
+    result, ranks = run_probe(tmp_path, cli_args(out), mnist_root)  # `python -m nesy_gedi`, recording each rank
+
+    # Both ranks apply the same all-reduced gradients to the same broadcast start.
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+    checkpoint = perception_parameters(out)
+    for key, value in ranks[0]["state"].items():
+        assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
+        assert torch.equal(checkpoint[key], value), key
 
     # Only rank 0 writes: exactly the run files, one final.json, one metrics line per epoch.
     assert sorted(p.name for p in out.iterdir()) == RUN_FILES
@@ -169,26 +161,6 @@ PROBE = textwrap.dedent('''
         engine._Step.forward = nan_on_one_rank
     sys.exit(cli.main(sys.argv[1:]))
 ''')
-
-
-@pytest.mark.mnist
-@pytest.mark.slow
-def test_both_ranks_end_with_the_same_parameters(mnist_root, tmp_path):
-    probe_dir = tmp_path / "probe"
-    probe_dir.mkdir()
-    launcher = tmp_path / "launch_probe.py"
-    launcher.write_text(PROBE)
-    out = tmp_path / "ddp"
-    torchrun([str(launcher)], cli_args(out), mnist_root, tmp_path, {"PROBE_DIR": str(probe_dir)})
-
-    ranks = [torch.load(probe_dir / f"rank{r}.pt") for r in (0, 1)]
-    assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
-    checkpoint = perception_parameters(out)
-    for key, value in ranks[0]["state"].items():
-        # Both ranks apply the same all-reduced gradients to the same broadcast start.
-        assert torch.allclose(ranks[1]["state"][key], value, rtol=0, atol=1e-6), key
-        assert torch.equal(checkpoint[key], value), key
-    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
 
 
 # ----------------------------------------------------------------------------- pretrain and failures

@@ -127,7 +127,7 @@ def mutate(text: str, mutations: list) -> str:
 
 
 # ----------------------------------------------------------------------------- strategies
-@fuzz_settings(600)
+@fuzz_settings(300)
 @given(name=st.sampled_from(sorted(SHIPPED)), mutations=st.lists(mutation, min_size=1, max_size=6))
 def test_fuzz_mutated_shipped_files(workdir, name, mutations):
     check_text(workdir, mutate(SHIPPED[name], mutations))
@@ -191,7 +191,7 @@ def random_programs(draw):
     return "\n".join(lines) + "\n"
 
 
-@fuzz_settings(300)
+@fuzz_settings(150)
 @given(text=random_programs())
 def test_fuzz_random_programs(workdir, text):
     check_text(workdir, text)
