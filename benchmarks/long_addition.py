@@ -297,7 +297,8 @@ def _job(item: str) -> tuple[str, int, int]:
 def finished(method: str, n: int, seed: int, args) -> Path | None:
     """The run's directory when it finished with the configuration the grid asks for."""
     run_dir = Path(args.runs_dir) / method / f"n{n}" / f"seed{seed}"
-    return run_dir if (run_dir / FINAL).exists() and same_run_config(run_dir, run_config(method, n, seed, args)) else None
+    finished_here = (run_dir / FINAL).exists() and same_run_config(run_dir, run_config(method, n, seed, args))
+    return run_dir if finished_here else None
 
 
 def seeds_by_n(args) -> dict[int, range]:

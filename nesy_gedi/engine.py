@@ -18,10 +18,10 @@ the objective state to checkpoint with it, and `loss(rows, generator, epoch) -> 
        the final model is worse than the run's best epoch
 
 Everything that changes during training (weights, Adam and schedule state, the replay
-buffer, the recovery and rollback counts, the guards' references, torch's RNG state, the weight
-average of train.ema_decay) is in the checkpoint, and everything else is drawn from generators seeded by (seed, epoch), so a
-run killed at any point and resumed with `--resume` ends with the metrics of an
-uninterrupted run. A rollback restores the last good epoch's checkpoint from memory, so it
+buffer, the recovery and rollback counts, the guards' references, torch's RNG state, the
+weight average of train.ema_decay) is in the checkpoint, and everything else is drawn from
+generators seeded by (seed, epoch), so a run killed at any point and resumed with `--resume`
+ends with the metrics of an uninterrupted run. A rollback restores the last good epoch's checkpoint from memory, so it
 is the state a resume would start from.
 
 The progress bar is drawn only on a terminal; a log that is not one gets the one summary
@@ -183,10 +183,19 @@ def steps_per_epoch(count: int, batch_size: int) -> int:
 
 
 def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
-    """An exponential moving average of `model`'s weights and buffers (None when `decay` is None)."""
+    """An exponential moving average of `model`'s floating-point weights and buffers (None when
+    `decay` is None); integer and boolean buffers (indices, masks, counters) are copied, not averaged."""
     if decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    lerp = get_ema_multi_avg_fn(decay)
+
+    def update(averaged: list, current: list, updates: Tensor) -> None:  # one device and dtype per call
+        if torch.is_floating_point(averaged[0]):
+            lerp(averaged, current, updates)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 @contextlib.contextmanager
@@ -372,8 +381,9 @@ def fit(run: Run, job: Job) -> dict:
     return final
 
 
-def _roll_back(run: Run, job: Job, average: AveragedModel | None, optimizer, scheduler, guard: NonFiniteGuard, divergence: DivergenceGuard,
-               last_good: bytes, *, diverged_epoch: int, reason: str | None) -> tuple[list, float | None]:
+def _roll_back(run: Run, job: Job, average: AveragedModel | None, optimizer, scheduler, guard: NonFiniteGuard,
+               divergence: DivergenceGuard, last_good: bytes, *, diverged_epoch: int,
+               reason: str | None) -> tuple[list, float | None]:
     """Restore the last good epoch's state (weights, objective state, optimiser, schedule, RNG)
     after `diverged_epoch` diverged, keeping the counts of what happened since; the retry runs at
     `ROLLBACK_LR_FACTOR` times the learning rates, unless the rollbacks are exhausted. Returns the

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from .config.load import config_from_dict, upgrade_run_config
-from .config.schema import TaskConfig, keys_read
+from .config.schema import VALUE_DICTS, TaskConfig, keys_read
 from .data.files import file_sha256
 from .errors import NesyError
 
@@ -260,7 +260,7 @@ RESUMABLE_DIFFERENCES = ("data.root", "model.init", "logic.file", "train.device"
 def _flatten(data: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in data.items():
-        if isinstance(value, dict) and value and key not in ("params", "options", "augment_options"):
+        if isinstance(value, dict) and value and key not in VALUE_DICTS:
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

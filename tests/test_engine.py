@@ -115,6 +115,21 @@ def test_the_weight_average_is_the_exponential_moving_average_of_the_steps():
     assert engine.weight_average(model, None) is None
 
 
+def test_the_weight_average_copies_integer_and_boolean_buffers():
+    """Indices and masks (a cluster map's domains) are state, not weights: averaging 1 and 1 at a
+    decay of 0.999 in float arithmetic could truncate to 0."""
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("index", torch.tensor([0, 1, 2]))
+    model.register_buffer("mask", torch.tensor([True, False]))
+    average = engine.weight_average(model, 0.999)
+    for step in range(3):
+        model.index += 1
+        model.mask = ~model.mask
+        average.update_parameters(model)
+        assert torch.equal(average.module.index, model.index) and average.module.index.dtype == torch.long
+        assert torch.equal(average.module.mask, model.mask)
+
+
 @pytest.mark.mnist
 def test_with_ema_decay_evaluation_and_the_saved_model_are_the_average(mnist_root, tmp_path):
     final = train(load_config(ADDITION, TINY + ["train.ema_decay=0.5"]), tmp_path, data_root=str(mnist_root))

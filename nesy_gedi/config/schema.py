@@ -174,6 +174,11 @@ MOVED_KEYS = {"train.map_epochs": "map.epochs", "train.map_lr": "map.lr", "train
               "train.map_search": "map.search"}
 
 
+def _within(key: str, entry: str) -> bool:
+    """Whether `key` is `entry` or a key of the section `entry` (`gedi.sgld.steps` within `gedi`)."""
+    return key == entry or key.startswith(entry + ".")
+
+
 # ----------------------------------------------------------------------------- training modes
 # Keys that only some training modes read (a section stands for every key in it; the longest
 # matching entry decides). Every other key is read by every mode.
@@ -205,7 +210,7 @@ class TrainingMode:
 
     def reads_key(self, key: str) -> bool:
         """Whether this mode reads `key` (`gedi.sgld.steps`, `train.lr`, ...)."""
-        governing = [entry for entry in MODE_KEYS if key == entry or key.startswith(entry + ".")]
+        governing = [entry for entry in MODE_KEYS if _within(key, entry)]
         return not governing or max(governing, key=len) in self.reads
 
 
@@ -248,10 +253,10 @@ def keys_read(values: dict, *, pretrain: bool) -> dict:
     ignored = METHOD_IGNORES.get(method, ())
 
     def reads(key: str) -> bool:
-        if any(key == entry or key.startswith(entry + ".") for entry in ignored):
+        if any(_within(key, entry) for entry in ignored):
             return False
         if pretrain:
-            return not any(key == entry or key.startswith(entry + ".") for entry in PRETRAIN_IGNORES)
+            return not any(_within(key, entry) for entry in PRETRAIN_IGNORES)
         return mode is None or mode.reads_key(key)
 
     def kept(section: dict, prefix: str) -> dict:
