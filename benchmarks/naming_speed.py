@@ -8,9 +8,9 @@ method, whether the planted naming came back, the labels explained and the runne
 the load average before and after each task and the threads. Writes
 benchmarks/results/naming_speed.json and prints a markdown table.
 
-`--compare FILE` also runs the `search_naming` of another version of the naming module on
+`--compare FILE` also runs the `search_naming` of another version of the search module on
 the same examples, right after the current one, so that both see the same load (the machine
-is shared): e.g. `git show REV:nesy_gedi/naming.py > /tmp/naming_before.py`.
+is shared): e.g. `git show REV:nesy_gedi/naming/search.py > /tmp/search_before.py`.
 
     python benchmarks/naming_speed.py
 """
@@ -42,8 +42,9 @@ IMAGES = 60_000
 
 
 def load_module(path: str):
-    """Another version of the naming module, loaded inside the package so its relative imports resolve."""
-    spec = importlib.util.spec_from_file_location("nesy_gedi._naming_compared", path)
+    """Another version of nesy_gedi/naming/search.py, loaded inside that package so that its
+    relative imports resolve."""
+    spec = importlib.util.spec_from_file_location("nesy_gedi.naming._search_compared", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

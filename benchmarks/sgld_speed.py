@@ -226,31 +226,37 @@ def count_sampler_work(backbone, selfsup, x, generator, steps: int) -> dict:
     return {"sgld_steps": sgld_steps, "negatives": negatives}
 
 
-def compare_variants(configs: list, x, iters: int, warmup: int, seed: int = 0,
-                     backbone_name: str | None = None) -> dict:
-    """A no-gen step and the GEDI step of each (name, task config) in `configs`, in one round
-    robin: per setting the median over rounds of the mean seconds per step over one whole
-    long/short cycle, its ratio to the no-gen step, and the work it counted."""
+def fresh_learner(config, method: str, shape: tuple, seed: int, backbone_name: str | None = None) -> tuple:
+    """(backbone, self-supervised objective, optimizer, generator) for `method`, seeded alike for
+    every method so that the figures compare the same start."""
     import dataclasses
-    import math
 
     import torch
 
     from nesy_gedi.models.backbones import build_backbone
     from nesy_gedi.selfsup import SelfSupervised
 
+    model = config.model if backbone_name is None else dataclasses.replace(config.model, backbone=backbone_name)
+    torch.manual_seed(seed)
+    backbone = build_backbone(model.backbone, model.num_clusters, in_channels=shape[0], **model.options)
+    gedi = dataclasses.replace(config.gedi, method=method)
+    selfsup = SelfSupervised.from_config(gedi, shape, model.num_clusters, generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(backbone.parameters(), lr=config.train.lr)
+    return backbone, selfsup, optimizer, torch.Generator().manual_seed(seed + 1)
+
+
+def compare_variants(configs: list, x, iters: int, warmup: int, seed: int = 0,
+                     backbone_name: str | None = None) -> dict:
+    """A no-gen step and the GEDI step of each (name, task config) in `configs`, in one round
+    robin: per setting the median over rounds of the mean seconds per step over one whole
+    long/short cycle, its ratio to the no-gen step, and the work it counted."""
+    import math
+
     shape = tuple(x.shape[1:])
     cycle = math.lcm(*(config.gedi.sgld.long_every for _, config in configs)) if configs else 1
 
     def setup(config, method: str):
-        model = config.model if backbone_name is None else dataclasses.replace(config.model, backbone=backbone_name)
-        torch.manual_seed(seed)
-        backbone = build_backbone(model.backbone, model.num_clusters, in_channels=shape[0], **model.options)
-        gedi = dataclasses.replace(config.gedi, method=method)
-        selfsup = SelfSupervised.from_config(gedi, shape, model.num_clusters,
-                                             generator=torch.Generator().manual_seed(seed))
-        optimizer = torch.optim.Adam(backbone.parameters(), lr=config.train.lr)
-        generator = torch.Generator().manual_seed(seed + 1)
+        backbone, selfsup, optimizer, generator = fresh_learner(config, method, shape, seed, backbone_name)
         return backbone, selfsup, train_step(backbone, selfsup, optimizer, x, generator), generator
 
     entries = {"no-gen": setup(configs[0][1], "no-gen")}
@@ -320,28 +326,16 @@ def measure(config, x, iters: int, warmup: int, seed: int = 0, backbone_name: st
     steps and one gedi step timed by component."""
     import dataclasses
 
-    import torch
-
     import nesy_gedi
-    from nesy_gedi.models.backbones import build_backbone
-    from nesy_gedi.selfsup import SelfSupervised
 
     model = config.model if backbone_name is None else dataclasses.replace(config.model, backbone=backbone_name)
     shape = tuple(x.shape[1:])
     batch = x.shape[0]
     steps = config.gedi.sgld.steps
 
-    def setup(method: str):
-        torch.manual_seed(seed)
-        backbone = build_backbone(model.backbone, model.num_clusters, in_channels=shape[0], **model.options)
-        gedi = dataclasses.replace(config.gedi, method=method)
-        selfsup = SelfSupervised.from_config(gedi, shape, model.num_clusters,
-                                             generator=torch.Generator().manual_seed(seed))
-        optimizer = torch.optim.Adam(backbone.parameters(), lr=config.train.lr)
-        return backbone, selfsup, optimizer, torch.Generator().manual_seed(seed + 1)
-
-    backbone, gedi, optimizer, generator = setup("gedi")
-    nogen_backbone, nogen, nogen_optimizer, nogen_generator = setup("no-gen")
+    backbone, gedi, optimizer, generator = fresh_learner(config, "gedi", shape, seed, backbone_name)
+    nogen_backbone, nogen, nogen_optimizer, nogen_generator = fresh_learner(config, "no-gen", shape, seed,
+                                                                            backbone_name)
     passes = count_passes(backbone, gedi, x, generator)
     unit_fn = unit_pass(backbone, x)
     gedi_fn = train_step(backbone, gedi, optimizer, x, generator)

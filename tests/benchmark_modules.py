@@ -1,7 +1,7 @@
 """benchmarks/*.py read as modules by the tests (benchmarks/ is a folder of scripts, not a package)."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -9,10 +9,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str):
-    """benchmarks/NAME.py as the module NAME_benchmark, registered in sys.modules: dataclasses
-    and spawned workers look their module up by name."""
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/NAME.py imported as the top-level module NAME, with benchmarks/ on the path as
+    when the script runs: spawned workers (which inherit the path) import it by that name too."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)

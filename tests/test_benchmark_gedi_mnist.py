@@ -2,12 +2,13 @@
 figures, per-class OOD AUROC rows, and merging seeds run as separate jobs."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+
+from benchmark_modules import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--methods", "gedi", "--seeds", "1", "--epochs", "1", "--train-images", "128", "--test-images", "200",
@@ -15,17 +16,10 @@ TINY = ["--methods", "gedi", "--seeds", "1", "--epochs", "1", "--train-images", 
         "--set", "gedi.sgld.buffer_size=64"]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("gedi_mnist_benchmark", REPO / "benchmarks" / "gedi_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.mnist
 def test_each_result_file_keeps_its_own_figures_and_seed_jobs_merge(mnist_root, tmp_path):
     torch.set_num_threads(1)
-    benchmark = _load_benchmark()
+    benchmark = load_benchmark("gedi_mnist")
     has_fashion = (Path(mnist_root) / "FashionMNIST" / "raw").is_dir()
     common = TINY + ["--data-root", str(mnist_root)]
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark_modules import load_benchmark
 from nesy_gedi.objectives import energy
 from nesy_gedi.sgld import NonFiniteError, ReplayBuffer, SGLDSampler, sgld
 
@@ -240,14 +241,7 @@ def test_sgld_without_steps_returns_a_clamped_copy():
 
 # ----------------------------------------------------------------------------- benchmarks/sgld_speed.py
 def _speed_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sgld_speed.py"
-    spec = importlib.util.spec_from_file_location("sgld_speed_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sgld_speed")
 
 
 def _tiny_task(steps):

@@ -34,10 +34,15 @@ MAX_EXHAUSTIVE_NAMINGS = 1_000_000
 DEFAULT_SEARCH_EXAMPLES = 4000
 SEARCH_POSITIONS = 16000
 MIN_SEARCH_EXAMPLES = 100
+# The restarts (EM and climb) look at this share of the search examples: a soft map of K x D
+# values settles on a few hundred examples; the best endpoints then climb on all of them.
+EM_SHARE = 0.25
 RESTARTS_TO_AGREE = 2
 UNANIMOUS_RESTARTS = 3
 UNANIMOUS_EXPLAINED = 0.5
 EXTRA_RESTART_FACTOR = 3
+# Distinct restart endpoints (best first, on the EM's examples) that climb on all search examples.
+POLISHED_ENDPOINTS = 2
 # Single moves the local search scores exactly per step, the most promising by first-order gain.
 GUIDED_MOVES = 8
 KICKS = 30
@@ -227,6 +232,19 @@ def _neighbours(naming: np.ndarray, sizes: tuple, modes: tuple) -> np.ndarray:
     return np.array(moves, dtype=np.int64).reshape(-1, groups, clusters)
 
 
+def _promising(scorer: NamingScorer, naming: np.ndarray, moves: np.ndarray, candidates: int) -> np.ndarray:
+    """The `candidates` moves from `naming` with the largest first-order gain (the posterior
+    counts at `naming`), or every move where scoring them all costs little."""
+    if len(moves) <= candidates or scorer.cheap_moves:
+        return moves
+    with np.errstate(divide="ignore"):
+        gain = np.log(_posterior_counts(scorer, _hard(naming, scorer.circuit.concept_domain_size)) + 1e-3)
+    groups = np.arange(naming.shape[0])[:, None]
+    clusters = np.arange(naming.shape[1])[None, :]
+    estimate = gain[groups, clusters, moves].sum(axis=(1, 2))
+    return moves[np.argsort(-estimate, kind="stable")[:candidates]]
+
+
 def _climb(scorer: NamingScorer, naming: np.ndarray, modes: tuple, climbed: dict | None = None,
            max_steps: int = 200, candidates: int = GUIDED_MOVES):
     """Local search from `naming`: each step ranks the single moves by their first-order gain
@@ -235,7 +253,7 @@ def _climb(scorer: NamingScorer, naming: np.ndarray, modes: tuple, climbed: dict
     `climbed` maps namings passed by earlier climbs to where they ended: the climb is
     deterministic, so a restart that reaches one of them ends there too, without rescoring
     (restarts that agree mostly share their last steps)."""
-    sizes, width = scorer.domains.sizes, scorer.circuit.concept_domain_size
+    sizes = scorer.domains.sizes
     climbed = {} if climbed is None else climbed
     path = [naming.tobytes()]
     if path[0] in climbed:
@@ -245,13 +263,7 @@ def _climb(scorer: NamingScorer, naming: np.ndarray, modes: tuple, climbed: dict
         moves = _neighbours(naming, sizes, modes)
         if not len(moves):
             break
-        if len(moves) > candidates and scorer.cheap_moves is False:
-            with np.errstate(divide="ignore"):
-                gain = np.log(_posterior_counts(scorer, _hard(naming, width)) + 1e-3)
-            groups = np.arange(naming.shape[0])[:, None]
-            clusters = np.arange(naming.shape[1])[None, :]
-            estimate = gain[groups, clusters, moves].sum(axis=(1, 2))
-            moves = moves[np.argsort(-estimate, kind="stable")[:candidates]]
+        moves = _promising(scorer, naming, moves, candidates)
         scores = scorer.score(moves)
         best = int(np.argmax(scores))
         if scores[best] <= current + 1e-9:
@@ -289,7 +301,7 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
                   mode: str = "auto", noise: float = DEFAULT_NOISE, restarts: int = 8, seed: int = 0,
                   em_iterations: int = 30, exhaustive: bool | None = None,
                   search_examples: int | None = DEFAULT_SEARCH_EXAMPLES,
-                  unanimous: int = UNANIMOUS_RESTARTS) -> NamingResult:
+                  unanimous: int = UNANIMOUS_RESTARTS, em_share: float = EM_SHARE) -> NamingResult:
     """The naming of clusters by concept values that explains the training labels best.
 
     `mode`: one-to-one (distinct clusters get distinct values), many-to-one (an over-clustered
@@ -298,11 +310,12 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
     (MAX_EXHAUSTIVE_WORK); True insists (an error when the namings are too many to score).
     The EM and local search look at `search_examples` examples drawn at random (all when
     None; fewer for long tuples, SEARCH_POSITIONS concept positions): a few thousand pin a
-    naming, and the search's cost grows with them; the naming found and its runner-up are then
-    scored on every example. The search stops as soon as its first `unanimous` restarts all
-    end at one naming that explains at least half of the labels it searched on (0: never
-    early); otherwise after `restarts`, or later (up to three
-    times as many) until two agree on the best naming. `restarts_agreeing` of `restarts`
+    naming, and the search's cost grows with them; the restarts look at `em_share` of those,
+    and the best two endpoints climb on all of them; the naming found and its runner-up are
+    then scored on every example. The search stops as soon as its first `unanimous` restarts
+    all end at one naming that explains at least half of the labels they searched on (0: never
+    early); otherwise after `restarts`, or later (up to three times as many) until two agree on
+    the best naming. `restarts_agreeing` of `restarts`
     reports which rule ended it.
     """
     started = time.perf_counter()
@@ -312,9 +325,13 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
     if search_examples is not None:
         # Long tuples say more each: keep about as many concept positions as a short task's examples.
         search_examples = max(MIN_SEARCH_EXAMPLES, min(search_examples, SEARCH_POSITIONS // max(tuples.shape[1], 1)))
+    chosen = np.random.default_rng(seed).permutation(len(tuples))
     if search_examples is not None and len(tuples) > search_examples:
-        chosen = np.random.default_rng(seed).choice(len(tuples), search_examples, replace=False)
+        chosen = chosen[:search_examples]
         searcher = NamingScorer(circuit, tuples[chosen], np.asarray(labels)[chosen], num_clusters, labelled, noise)
+    em_examples = max(MIN_SEARCH_EXAMPLES, int(em_share * len(chosen)))
+    em_scorer = searcher if em_examples >= len(chosen) else NamingScorer(
+        circuit, tuples[chosen[:em_examples]], np.asarray(labels)[chosen[:em_examples]], num_clusters, labelled, noise)
     sizes = scorer.domains.sizes
     modes = _modes(mode, num_clusters, sizes)
     count = _count_namings(num_clusters, sizes, modes)
@@ -332,32 +349,42 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
         method, agreeing, restarts, scored = "exhaustive", 1, 1, count
     else:
         generator = np.random.default_rng(seed)
-        finals, climbed = [], {}
+        coarse, climbed_coarse = [], {}
         # EM lands in the best basin from some starts only (long additions: about one in three;
         # the others end at v -> v+5 or worse): run `restarts`, then more until two agree.
         # Where the first `unanimous` restarts all end at one naming that explains most labels,
         # the basins are few and that one draws the starts: the search stops there. Where no
         # naming explains most labels (long noisy tuples), a wrong basin (v -> v+5) can draw
-        # most starts, so the full budget runs.
-        while len(finals) < EXTRA_RESTART_FACTOR * max(restarts, 1):
-            start = _em(searcher, modes, generator, em_iterations)
-            finals.append(_climb(searcher, start, modes, climbed))
-            leader = max(finals, key=lambda final: final[1])[0]
-            agreeing = sum(np.array_equal(leader, n) for n, _ in finals)
-            if (unanimous and len(finals) >= unanimous and agreeing == len(finals)
-                    and searcher.explained(leader[None])[0] >= UNANIMOUS_EXPLAINED * searcher.total):
+        # most starts, so the full budget runs. Restarts run on the EM's examples; only the
+        # best endpoints climb on all search examples (confirming a local optimum there costs
+        # as much as a whole restart).
+        while len(coarse) < EXTRA_RESTART_FACTOR * max(restarts, 1):
+            coarse.append(_climb(em_scorer, _em(em_scorer, modes, generator, em_iterations), modes, climbed_coarse))
+            leader = max(coarse, key=lambda final: final[1])[0]
+            agreeing = sum(np.array_equal(leader, n) for n, _ in coarse)
+            if (unanimous and len(coarse) >= unanimous and agreeing == len(coarse)
+                    and em_scorer.explained(leader[None])[0] >= UNANIMOUS_EXPLAINED * em_scorer.total):
                 break
-            if len(finals) >= restarts and agreeing >= RESTARTS_TO_AGREE:
+            if len(coarse) >= restarts and agreeing >= RESTARTS_TO_AGREE:
                 break
+        endpoints = {}
+        for naming, score in sorted(coarse, key=lambda final: -final[1]):
+            endpoints.setdefault(naming.tobytes(), naming)
+        climbed = climbed_coarse if em_scorer is searcher else {}
+        polished = {key: _climb(searcher, naming, modes, climbed)
+                    for key, naming in list(endpoints.items())[:POLISHED_ENDPOINTS]}
+        finals = [polished.get(naming.tobytes(), (naming, -math.inf)) for naming, _ in coarse]
         if searcher.cheap_moves:  # small problems: kick the best out of two-swap local optima
             finals.append(_kicked(searcher, max(finals, key=lambda final: final[1]), modes, generator, climbed))
         order = sorted(range(len(finals)), key=lambda i: -finals[i][1])
         best = finals[order[0]][0]
         agreeing = sum(np.array_equal(best, naming) for naming, _ in finals)
-        # The runner-up: the best other restart, or the best single move away from the best.
+        # The runner-up: the best other restart, or the best single move away from the best
+        # (of the most promising moves where scoring all of them would cost more than a climb).
         others = [finals[i][0] for i in order if not np.array_equal(finals[i][0], best)]
         candidates = np.concatenate([np.array(others[:1], dtype=np.int64).reshape(-1, *best.shape),
-                                     _neighbours(best, sizes, modes)])
+                                     _promising(searcher, best, _neighbours(best, sizes, modes),
+                                                GUIDED_MOVES)])
         runner_up = candidates[int(np.argmax(searcher.score(candidates)))] if len(candidates) else None
         method, restarts, scored = "em+local", len(finals), None
     pair = np.stack([best] + ([runner_up] if runner_up is not None else []))
