@@ -510,6 +510,7 @@ def notebook_values() -> dict:
               "gedi_sampler_cheap": notebook_generic("gedi_stage2_cheap"),
               "gedi_one_stage": notebook_generic("gedi_one_stage"),
               "gedi_backbone_table": notebook_generic("gedi_backbone_table"),
+              "sl_gedi_table": notebook_generic("sl_gedi_table"),
               "shortcuts_table": notebook_generic("shortcuts_table"),
               "shortcuts_table_figure": figure("shortcuts_table_label_efficiency.png",
                                                "Concept accuracy against K labelled images per digit"),
