@@ -21,8 +21,8 @@ Everything that changes during training (weights, Adam and schedule state, the r
 buffer, the recovery and rollback counts, the guards' references, torch's RNG state, the
 weight average of train.ema_decay) is in the checkpoint, and everything else is drawn from
 generators seeded by (seed, epoch), so a run killed at any point and resumed with `--resume`
-ends with the metrics of an uninterrupted run. A rollback restores the last good epoch's checkpoint from memory, so it
-is the state a resume would start from.
+ends with the metrics of an uninterrupted run. A rollback restores the last good epoch's
+checkpoint from memory, so it is the state a resume would start from.
 
 The progress bar is drawn only on a terminal; a log that is not one gets the one summary
 line per epoch and no progress frames.

@@ -325,13 +325,17 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
     if search_examples is not None:
         # Long tuples say more each: keep about as many concept positions as a short task's examples.
         search_examples = max(MIN_SEARCH_EXAMPLES, min(search_examples, SEARCH_POSITIONS // max(tuples.shape[1], 1)))
+    labels = np.asarray(labels)
+
+    def subset(rows: np.ndarray) -> NamingScorer:
+        return NamingScorer(circuit, tuples[rows], labels[rows], num_clusters, labelled, noise)
+
     chosen = np.random.default_rng(seed).permutation(len(tuples))
     if search_examples is not None and len(tuples) > search_examples:
         chosen = chosen[:search_examples]
-        searcher = NamingScorer(circuit, tuples[chosen], np.asarray(labels)[chosen], num_clusters, labelled, noise)
+        searcher = subset(chosen)
     em_examples = max(MIN_SEARCH_EXAMPLES, int(em_share * len(chosen)))
-    em_scorer = searcher if em_examples >= len(chosen) else NamingScorer(
-        circuit, tuples[chosen[:em_examples]], np.asarray(labels)[chosen[:em_examples]], num_clusters, labelled, noise)
+    em_scorer = searcher if em_examples >= len(chosen) else subset(chosen[:em_examples])
     sizes = scorer.domains.sizes
     modes = _modes(mode, num_clusters, sizes)
     count = _count_namings(num_clusters, sizes, modes)
@@ -368,7 +372,7 @@ def search_naming(circuit: KnowledgeCircuit, cluster_tuples, labels, num_cluster
             if len(coarse) >= restarts and agreeing >= RESTARTS_TO_AGREE:
                 break
         endpoints = {}
-        for naming, score in sorted(coarse, key=lambda final: -final[1]):
+        for naming, _ in sorted(coarse, key=lambda final: -final[1]):
             endpoints.setdefault(naming.tobytes(), naming)
         climbed = climbed_coarse if em_scorer is searcher else {}
         polished = {key: _climb(searcher, naming, modes, climbed)
